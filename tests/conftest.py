@@ -1,0 +1,74 @@
+"""Shared fixtures: a real PostgreSQL server for the session and a fresh database per test.
+
+The server is the one named by ``TEST_DATABASE_URL`` when that is set; otherwise an embedded
+PostgreSQL (the same wheel the pipeline uses) is started in a temporary folder for the session.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+FITBIT_DIR = REPO_ROOT.parent / "shared" / "datasets" / "fitbit"
+
+
+def with_dbname(url: str, dbname: str) -> str:
+    params = conninfo_to_dict(url)
+    params["dbname"] = dbname
+    return make_conninfo(**{k: str(v) for k, v in params.items() if v is not None})
+
+
+@pytest.fixture(scope="session")
+def pg_admin_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A superuser connection string to a running server, for creating test databases."""
+    url = os.environ.get("TEST_DATABASE_URL", "").strip()
+    if url:
+        yield url
+        return
+    from watcher.database import EmbeddedServer
+
+    pgdata = tmp_path_factory.mktemp("pg") / "data"
+    server = EmbeddedServer(pgdata)
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def database_url(pg_admin_url: str) -> Iterator[str]:
+    """A new, empty database for one test; dropped afterwards."""
+    name = f"wp_test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield with_dbname(pg_admin_url, name)
+    finally:
+        with psycopg.connect(pg_admin_url, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+
+
+@pytest.fixture
+def migrated_url(database_url: str) -> str:
+    """A fresh database with the pipeline's migrations applied."""
+    from watcher.database import migrate
+
+    migrate(database_url)
+    return database_url
+
+
+@pytest.fixture
+def fitbit_dir() -> Path:
+    if not (FITBIT_DIR / "2016-04-12_2016-05-12").is_dir():
+        pytest.skip(f"the public Fitbit export is not present at {FITBIT_DIR}")
+    return FITBIT_DIR

@@ -1,0 +1,167 @@
+"""Settings: one frozen object built from the environment and command-line flags.
+
+This is the only module that reads ``os.environ``. Flags given on the command line win over the
+environment; ``DATABASE_URL`` wins over the ``DB_*`` variables.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import quote
+
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+
+class ConfigError(ValueError):
+    """A setting is missing or malformed (exit code 2)."""
+
+
+DEFAULT_METRICS_ADDR = "127.0.0.1:9108"
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str | None
+    """Connection string for an external PostgreSQL; None means: start the embedded one."""
+    data_dir: Path
+    pgdata_dir: Path
+    dbt_project_dir: Path
+    run_dbt: bool = True
+    metrics_addr: tuple[str, int] | None = ("127.0.0.1", 9108)
+    debounce_seconds: float = 1.0
+    reconcile_seconds: float = 60.0
+    force_polling: bool = False
+    polling_interval_seconds: float = 1.0
+    retry_attempts: int = 6
+    retry_max_wait_seconds: float = 10.0
+    error_budget_fraction: float = 0.01
+    error_budget_rows: int = 1000
+    max_line_bytes: int = 1 << 20
+    instance: str = field(default_factory=lambda: f"{os.uname().nodename}:{os.getpid()}")
+
+    def redacted_database(self) -> str:
+        """The database location for logs, never with its password."""
+        if self.database_url is None:
+            return f"embedded:{self.pgdata_dir}"
+        return redact_conninfo(self.database_url)
+
+
+def redact_conninfo(conninfo: str) -> str:
+    """Return ``host:port/dbname`` of a connection string: no user password can leak through it."""
+    try:
+        parts = conninfo_to_dict(conninfo)
+    except Exception:
+        return "<unparseable connection string>"
+    host = parts.get("host") or "localhost"
+    port = parts.get("port") or "5432"
+    dbname = parts.get("dbname") or parts.get("user") or ""
+    return f"{host}:{port}/{dbname}"
+
+
+def database_url_from_env(env: Mapping[str, str]) -> str | None:
+    """``DATABASE_URL`` if set, else a URL built from ``DB_HOST`` and friends, else None."""
+    url = env.get("DATABASE_URL", "").strip()
+    if url:
+        try:
+            conninfo_to_dict(url)
+        except Exception as exc:
+            raise ConfigError("DATABASE_URL is not a valid PostgreSQL connection string") from exc
+        return url
+    keys = ("DB_HOST", "DB_PORT", "DB_NAME", "DB_USER", "DB_PASSWORD")
+    if not any(env.get(k) for k in keys):
+        return None
+    port = env.get("DB_PORT", "5432")
+    if not port.isdigit():
+        raise ConfigError(f"DB_PORT must be a number, got {port!r}")
+    params = {
+        "host": env.get("DB_HOST", "localhost"),
+        "port": port,
+        "dbname": env.get("DB_NAME", "postgres"),
+        "user": env.get("DB_USER", "postgres"),
+    }
+    if env.get("DB_PASSWORD"):
+        params["password"] = env["DB_PASSWORD"]
+    return make_conninfo(**params)
+
+
+def parse_host_port(value: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[::1]:9108`` for IPv6) into a pair."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise ConfigError(f"expected HOST:PORT, got {value!r}")
+    return host.strip("[]"), int(port)
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from exc
+    if value < 0:
+        raise ConfigError(f"{name} must not be negative, got {raw!r}")
+    return value
+
+
+def _bool(env: Mapping[str, str], name: str) -> bool:
+    return env.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+@dataclass(frozen=True)
+class Overrides:
+    """What the command line said; None means: not given."""
+
+    data_dir: str | None = None
+    database_url: str | None = None
+    pgdata_dir: str | None = None
+    dbt_project_dir: str | None = None
+    no_dbt: bool = False
+    metrics_addr: str | None = None
+    debounce_seconds: float | None = None
+    reconcile_seconds: float | None = None
+    polling: bool = False
+
+
+def build_settings(overrides: Overrides, env: Mapping[str, str] | None = None) -> Settings:
+    """Combine flags and environment into Settings, or raise ConfigError with a clear message."""
+    env = os.environ if env is None else env
+    database_url = overrides.database_url or database_url_from_env(env)
+    data_dir = Path(
+        overrides.data_dir or env.get("WEARABLE_DATA_DIR") or env.get("PIPELINE_DATA_DIR") or "data_lake"
+    )
+    pgdata_dir = Path(overrides.pgdata_dir or env.get("WEARABLE_PGDATA") or ".pgdata")
+    dbt_dir = Path(overrides.dbt_project_dir or env.get("WEARABLE_DBT_PROJECT_DIR") or _default_dbt_dir())
+    metrics_raw = overrides.metrics_addr or env.get("WEARABLE_METRICS_ADDR") or DEFAULT_METRICS_ADDR
+    metrics_addr = None if metrics_raw.lower() in {"off", "none", ""} else parse_host_port(metrics_raw)
+    debounce = overrides.debounce_seconds
+    reconcile = overrides.reconcile_seconds
+    return Settings(
+        database_url=database_url,
+        data_dir=data_dir.resolve(),
+        pgdata_dir=pgdata_dir.resolve(),
+        dbt_project_dir=dbt_dir.resolve(),
+        run_dbt=not (overrides.no_dbt or _bool(env, "WEARABLE_NO_DBT")),
+        metrics_addr=metrics_addr,
+        debounce_seconds=debounce if debounce is not None else _float(env, "WEARABLE_DEBOUNCE_SECONDS", 1.0),
+        reconcile_seconds=(
+            reconcile if reconcile is not None else _float(env, "WEARABLE_RECONCILE_SECONDS", 60.0)
+        ),
+        force_polling=overrides.polling or _bool(env, "WEARABLE_POLLING"),
+        error_budget_fraction=_float(env, "WEARABLE_ERROR_BUDGET_FRACTION", 0.01),
+        error_budget_rows=int(_float(env, "WEARABLE_ERROR_BUDGET_ROWS", 1000)),
+    )
+
+
+def _default_dbt_dir() -> Path:
+    """The repository's dbt/ folder when run from a checkout, else ./dbt."""
+    here = Path(__file__).resolve().parent.parent / "dbt"
+    return here if (here / "dbt_project.yml").exists() else Path("dbt")
+
+
+def url_quote(value: str) -> str:
+    return quote(value, safe="")
