@@ -163,5 +163,27 @@ def _default_dbt_dir() -> Path:
     return here if (here / "dbt_project.yml").exists() else Path("dbt")
 
 
-def url_quote(value: str) -> str:
-    return quote(value, safe="")
+def log_settings(env: Mapping[str, str] | None = None) -> tuple[str, str]:
+    """(format, level) for logging: WEARABLE_LOG_FORMAT (auto|json|console), WEARABLE_LOG_LEVEL."""
+    env = os.environ if env is None else env
+    fmt = env.get("WEARABLE_LOG_FORMAT", "auto").strip().lower() or "auto"
+    if fmt not in {"auto", "json", "console"}:
+        raise ConfigError(f"WEARABLE_LOG_FORMAT must be auto, json or console, got {fmt!r}")
+    return fmt, env.get("WEARABLE_LOG_LEVEL", "info")
+
+
+def secrets_to_hide(settings: Settings, env: Mapping[str, str] | None = None) -> tuple[str, ...]:
+    """Passwords that must never reach a log line, a table or /metrics."""
+    env = os.environ if env is None else env
+    found = []
+    if env.get("DB_PASSWORD"):
+        found.append(env["DB_PASSWORD"])
+    if settings.database_url:
+        try:
+            password = conninfo_to_dict(settings.database_url).get("password")
+        except Exception:
+            password = None
+        if password:
+            found.append(str(password))
+            found.append(quote(str(password), safe=""))
+    return tuple(found)

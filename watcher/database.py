@@ -120,8 +120,7 @@ def migrate(url: str) -> list[str]:
                        applied_at timestamptz NOT NULL DEFAULT now())"""
             )
             done = {
-                row[0]: row[1]
-                for row in conn.execute("SELECT version, checksum FROM ops.schema_migrations")
+                row[0]: row[1] for row in conn.execute("SELECT version, checksum FROM ops.schema_migrations")
             }
             for migration in load_migrations():
                 if migration.version in done:
@@ -139,3 +138,32 @@ def migrate(url: str) -> list[str]:
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK_KEY,))
     return applied
+
+
+class ConnectionHolder:
+    """One long-lived connection, opened on demand and replaced after it breaks."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._conn: psycopg.Connection[Any] | None = None
+
+    def get(self) -> psycopg.Connection[Any]:
+        if self._conn is None or self._conn.closed or self._conn.broken:
+            self.close()
+            self._conn = connect(self.url)
+        return self._conn
+
+    def close(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                self._conn.close()
+        self._conn = None
+
+    def ping(self) -> bool:
+        """True when the database answers now (used by /readyz)."""
+        try:
+            with connect(self.url, autocommit=True) as conn:
+                conn.execute("SELECT 1")
+            return True
+        except psycopg.Error:
+            return False

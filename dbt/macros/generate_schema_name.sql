@@ -1,0 +1,11 @@
+{#-
+  Custom schema names are used as they are (staging, intermediate, marts), not prefixed with the
+  target schema: other code reads marts.user_engagement_trend and friends by these names.
+-#}
+{% macro generate_schema_name(custom_schema_name, node) -%}
+    {%- if custom_schema_name is none -%}
+        {{ target.schema }}
+    {%- else -%}
+        {{ custom_schema_name | trim }}
+    {%- endif -%}
+{%- endmacro %}

@@ -1,0 +1,65 @@
+-- One row per user and day: when several loaded files carry the same user and day, the newest
+-- export wins, i.e. the row of the file whose latest date is greatest, then of the later load
+-- (then the later line of that file). Exact duplicate rows collapse into one.
+with activity as (
+
+    select *
+    from {{ ref('stg_daily_activity') }}
+    where user_id is not null
+      and activity_date is not null
+
+),
+
+-- A load is one version of one file; its latest date tells how recent the export is.
+load_extents as (
+
+    select
+        load_id,
+        max(activity_date) as load_latest_date
+    from activity
+    group by load_id
+
+),
+
+ranked as (
+
+    select
+        activity.*,
+        load_extents.load_latest_date,
+        count(*) over same_day as source_rows,
+        row_number() over (
+            same_day
+            order by
+                load_extents.load_latest_date desc,
+                activity.load_id desc,
+                activity.source_line_number desc
+        ) as preference
+    from activity
+    inner join load_extents using (load_id)
+    window same_day as (partition by activity.user_id, activity.activity_date)
+
+)
+
+select
+    user_id,
+    activity_date,
+    steps,
+    distance_km,
+    tracker_distance_km,
+    logged_activities_distance_km,
+    very_active_distance_km,
+    moderately_active_distance_km,
+    light_active_distance_km,
+    sedentary_active_distance_km,
+    very_active_minutes,
+    fairly_active_minutes,
+    lightly_active_minutes,
+    sedentary_minutes,
+    calories,
+    source_rows,
+    load_id,
+    load_latest_date,
+    source_path,
+    source_line_number
+from ranked
+where preference = 1

@@ -1,0 +1,126 @@
+"""Command line: parse arguments, build settings, set up logging once, run, return an exit code.
+
+Exit codes: 0 all loaded and built; 1 some file rejected or failed, or the dbt build or its
+tests failed; 2 usage or configuration error; 3 infrastructure (database unreachable after
+retries, dbt could not run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import structlog
+
+from watcher.config import ConfigError, Overrides, Settings, build_settings, log_settings, secrets_to_hide
+from watcher.logsetup import configure_logging
+from watcher.pipeline import EXIT_INFRASTRUCTURE, EXIT_USAGE
+
+log = structlog.get_logger(__name__)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("connection and locations")
+    group.add_argument("--data-dir", help="landing zone (default data_lake/; env WEARABLE_DATA_DIR)")
+    group.add_argument(
+        "--database-url", help="PostgreSQL URL (env DATABASE_URL or DB_*); none: embedded server"
+    )
+    group.add_argument("--pgdata", help="embedded server's data folder (default .pgdata/)")
+    group.add_argument("--dbt-project-dir", help="dbt project (default dbt/)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="wearable-pipeline", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    watch = sub.add_parser("watch", help="watch the landing zone (or one pass with --once)")
+    _common(watch)
+    watch.add_argument("--once", action="store_true", help="load everything pending, build, exit")
+    watch.add_argument("--json", action="store_true", help="machine-readable summary (with --once)")
+    watch.add_argument("--no-dbt", action="store_true", help="load only; skip the dbt build")
+    watch.add_argument("--polling", action="store_true", help="poll the folder instead of OS events")
+    watch.add_argument("--metrics-addr", help="HOST:PORT for /metrics (default 127.0.0.1:9108; 'off')")
+    watch.add_argument("--debounce", type=float, help="seconds a file must stay unchanged (default 1)")
+    watch.add_argument("--reconcile-interval", type=float, help="seconds between backstop scans (60)")
+
+    status = sub.add_parser("status", help="files known to the manifest and recent runs")
+    _common(status)
+    status.add_argument("--json", action="store_true")
+    status.add_argument("--runs", type=int, default=10, help="how many recent runs to list")
+
+    report = sub.add_parser("report", help="the engagement answer: cohort trend and user classes")
+    _common(report)
+    report.add_argument("--json", action="store_true")
+    report.add_argument("--plot", type=Path, help="also draw the trend into this PNG file")
+    report.add_argument("--limit", type=int, default=5, help="how many worst-declining users to list")
+
+    reprocess = sub.add_parser("reprocess", help="load rejected files again (after a fix)")
+    _common(reprocess)
+    reprocess.add_argument("paths", nargs="*", help="paths relative to the data lake")
+    reprocess.add_argument("--all-rejected", action="store_true", help="every rejected or failed file")
+    reprocess.add_argument("--json", action="store_true")
+    reprocess.add_argument("--no-dbt", action="store_true")
+
+    sample = sub.add_parser("sample-data", help="write a deterministic sample export")
+    sample.add_argument("--users", type=int, default=12)
+    sample.add_argument("--days", type=int, default=60)
+    sample.add_argument("--seed", type=int, default=7)
+    sample.add_argument("--out", type=Path, required=True)
+    return parser
+
+
+def _overrides(args: argparse.Namespace) -> Overrides:
+    return Overrides(
+        data_dir=getattr(args, "data_dir", None),
+        database_url=getattr(args, "database_url", None),
+        pgdata_dir=getattr(args, "pgdata", None),
+        dbt_project_dir=getattr(args, "dbt_project_dir", None),
+        no_dbt=getattr(args, "no_dbt", False),
+        metrics_addr=getattr(args, "metrics_addr", None),
+        debounce_seconds=getattr(args, "debounce", None),
+        reconcile_seconds=getattr(args, "reconcile_interval", None),
+        polling=getattr(args, "polling", False),
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "sample-data":
+        from watcher.sample_data import generate
+
+        written = generate(args.out, users=args.users, days=args.days, seed=args.seed)
+        for path in written:
+            print(path)
+        return 0
+    try:
+        settings = build_settings(_overrides(args))
+        fmt, level = log_settings()
+    except ConfigError as exc:
+        print(f"wearable-pipeline: configuration error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    configure_logging(fmt, level, secrets_to_hide(settings))
+    if args.command == "watch" and not settings.data_dir.is_dir():
+        print(f"wearable-pipeline: the data directory does not exist: {settings.data_dir}", file=sys.stderr)
+        return EXIT_USAGE
+    from watcher.commands import run_command
+
+    try:
+        return run_command(args, settings)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        log.error("command_crashed", command=args.command, error=type(exc).__name__, detail=str(exc)[:500])
+        return EXIT_INFRASTRUCTURE
+
+
+def settings_for_tests(data_dir: Path, database_url: str) -> Settings:
+    """Settings as the CLI would build them, for code that drives the pipeline in-process."""
+    return build_settings(Overrides(data_dir=str(data_dir), database_url=database_url, metrics_addr="off"))

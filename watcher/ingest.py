@@ -1,0 +1,379 @@
+"""One file, one transaction: claim it, decide what it is, load it, record it.
+
+Decisions (the manifest is the memory):
+- same path, same size and modification time as recorded: skipped without reading;
+- same path, same content: skipped (only the recorded modification time moves);
+- same content already loaded under another path: ``duplicate``, nothing loaded;
+- known path, new content: the earlier rows are deleted and the new ones loaded, atomically;
+- the rows and the manifest row commit together, or neither does.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import psycopg
+import structlog
+from psycopg import sql
+
+from watcher import manifest
+from watcher.loader import (
+    FileProblem,
+    ProgressCallback,
+    RowProblem,
+    open_for_reading,
+    prepare_load,
+    stream_copy,
+)
+from watcher.manifest import EntryUpdate, ManifestEntry
+from watcher.quarantine import Budget, QuarantineResult, load_with_quarantine
+from watcher.routes import ROUTES, Route, route_for
+from watcher.scanner import Candidate
+
+log = structlog.get_logger(__name__)
+
+Outcome = Literal["loaded", "skipped", "duplicate", "rejected", "failed", "ignored", "busy"]
+NO_ROUTE_REASON = "no route matches this file name (expected 'daily' and 'activity', or 'sleep', in the name)"
+
+
+@dataclass(frozen=True)
+class LoadLimits:
+    max_line_bytes: int = 1 << 20
+    error_budget_fraction: float = 0.01
+    error_budget_rows: int = 1000
+
+
+@dataclass
+class FileOutcome:
+    relative: str
+    outcome: Outcome
+    table: str | None = None
+    sha256: str | None = None
+    rows_loaded: int = 0
+    rows_rejected: int = 0
+    bytes_read: int = 0
+    reason: str | None = None
+    warnings: str | None = None
+    duration_s: float = 0.0
+    load_id: int | None = None
+
+    @property
+    def is_failure(self) -> bool:
+        return self.outcome in ("rejected", "failed")
+
+
+class _Discard(Exception):
+    """Raised inside the file's savepoint to undo what the load wrote, carrying the verdict."""
+
+    def __init__(self, outcome: FileOutcome, update: EntryUpdate | None, drop_previous: bool) -> None:
+        super().__init__(outcome.outcome)
+        self.outcome = outcome
+        self.update = update
+        self.drop_previous = drop_previous
+
+
+def unchanged_since_recorded(entry: ManifestEntry | None, size: int, mtime_ns: int) -> bool:
+    return (
+        entry is not None
+        and entry.status != "failed"
+        and entry.size_bytes == size
+        and entry.mtime_ns == mtime_ns
+    )
+
+
+def process_file(
+    conn: psycopg.Connection[Any],
+    candidate: Candidate,
+    *,
+    run_id: int | None,
+    limits: LoadLimits,
+    routes: tuple[Route, ...] = ROUTES,
+    progress: ProgressCallback | None = None,
+    force: bool = False,
+) -> FileOutcome:
+    """Process one candidate in one transaction. Transient database errors propagate."""
+    started = time.monotonic()
+    with conn.transaction(), conn.cursor() as cur:
+        if not manifest.try_claim(cur, candidate.relative):
+            return FileOutcome(candidate.relative, "busy", reason="being loaded by another process")
+        outcome = _decide_and_load(conn, cur, candidate, run_id, limits, routes, progress, force)
+    outcome.duration_s = time.monotonic() - started
+    return outcome
+
+
+def _decide_and_load(
+    conn: psycopg.Connection[Any],
+    cur: psycopg.Cursor[Any],
+    candidate: Candidate,
+    run_id: int | None,
+    limits: LoadLimits,
+    routes: tuple[Route, ...],
+    progress: ProgressCallback | None,
+    force: bool,
+) -> FileOutcome:
+    relative = candidate.relative
+    entry = manifest.get_entry(conn, relative, for_update=True)
+    route = route_for(os.path.basename(relative), routes)
+    if candidate.problem is not None:
+        status = "failed" if "disappeared" in candidate.problem else "rejected"
+        return _record_problem(cur, relative, entry, route, FileProblem(candidate.problem, status=status))
+    try:
+        info = os.stat(candidate.path)
+    except FileNotFoundError:
+        gone = FileProblem("the file disappeared before it could be read", status="failed")
+        return _record_problem(cur, relative, entry, route, gone)
+    if not force and unchanged_since_recorded(entry, info.st_size, info.st_mtime_ns):
+        return FileOutcome(relative, "skipped", table=entry.target_table if entry else None)
+    if route is None:
+        update = EntryUpdate(
+            relative,
+            "ignored",
+            size_bytes=info.st_size,
+            mtime_ns=info.st_mtime_ns,
+            error_reason=NO_ROUTE_REASON,
+        )
+        manifest.upsert_entry(cur, update)
+        return FileOutcome(relative, "ignored", reason=NO_ROUTE_REASON)
+    try:
+        return _load(conn, cur, candidate, entry, route, info, run_id, limits, progress)
+    except FileProblem as problem:
+        return _record_problem(cur, relative, entry, route, problem, info)
+
+
+def _load(
+    conn: psycopg.Connection[Any],
+    cur: psycopg.Cursor[Any],
+    candidate: Candidate,
+    entry: ManifestEntry | None,
+    route: Route,
+    info: os.stat_result,
+    run_id: int | None,
+    limits: LoadLimits,
+    progress: ProgressCallback | None,
+) -> FileOutcome:
+    relative = candidate.relative
+    load_id = manifest.next_load_id(cur)
+    prepare_load(cur, route, relative, load_id)
+    try:
+        with conn.transaction():  # everything this file writes; undone by _Discard
+            result = _read_into_table(conn, cur, candidate, route, relative, run_id, limits, progress)
+            _check_unchanged(candidate, info)
+            _discard_unless_new(cur, relative, entry, route, info, result)
+    except _Discard as discard:
+        if discard.drop_previous:
+            _delete_previous_rows(cur, entry)
+        if discard.update is not None:
+            manifest.upsert_entry(cur, discard.update)
+        elif discard.outcome.outcome == "skipped":
+            manifest.touch_entry(cur, relative, info.st_size, info.st_mtime_ns)
+        return discard.outcome
+    if result.budget_exceeded_reason or result.rows_loaded == 0:
+        return _record_over_budget(cur, relative, entry, route, info, result)
+    replaced = _delete_previous_rows(cur, entry)
+    manifest.record_load(
+        cur,
+        load_id=load_id,
+        run_id=run_id,
+        relative=relative,
+        sha256=result.sha256,
+        table=route.table,
+        rows_loaded=result.rows_loaded,
+        rows_rejected=result.rows_rejected,
+        replaces_load_id=replaced,
+    )
+    manifest.upsert_entry(
+        cur,
+        EntryUpdate(
+            relative,
+            "loaded",
+            result.sha256,
+            route.table,
+            None,
+            load_id,
+            info.st_size,
+            info.st_mtime_ns,
+            result.rows_loaded,
+            result.rows_rejected,
+            None,
+            result.warning_text,
+        ),
+    )
+    return FileOutcome(
+        relative,
+        "loaded",
+        route.table,
+        result.sha256,
+        result.rows_loaded,
+        result.rows_rejected,
+        result.bytes_read,
+        None,
+        result.warning_text,
+        load_id=load_id,
+    )
+
+
+def _read_into_table(
+    conn: psycopg.Connection[Any],
+    cur: psycopg.Cursor[Any],
+    candidate: Candidate,
+    route: Route,
+    relative: str,
+    run_id: int | None,
+    limits: LoadLimits,
+    progress: ProgressCallback | None,
+) -> QuarantineResult:
+    """The fast COPY; if the server refuses a line, the checked path from the file's start."""
+    with open_for_reading(candidate.path) as handle:
+        try:
+            with conn.transaction():
+                fast = stream_copy(cur, handle, route, limits.max_line_bytes, progress)
+            return QuarantineResult(fast.sha256, fast.rows, 0, fast.bytes_read, fast.header.mapping)
+        except RowProblem as problem:
+            log.info("file_checked_line_by_line", path=relative, reason=problem.reason)
+        handle.seek(0)
+        budget = Budget(limits.error_budget_fraction, limits.error_budget_rows)
+        return load_with_quarantine(conn, handle, route, relative, run_id, limits.max_line_bytes, budget)
+
+
+def _discard_unless_new(
+    cur: psycopg.Cursor[Any],
+    relative: str,
+    entry: ManifestEntry | None,
+    route: Route,
+    info: os.stat_result,
+    result: QuarantineResult,
+) -> None:
+    """Raise _Discard when the content needs no load: unchanged, a duplicate, or no rows."""
+    sha, size, mtime = result.sha256, info.st_size, info.st_mtime_ns
+    if entry is not None and entry.status == "loaded" and entry.source_sha256 == sha:
+        raise _Discard(
+            FileOutcome(relative, "skipped", route.table, sha, bytes_read=result.bytes_read),
+            None,
+            False,
+        )
+    if result.budget_exceeded_reason or result.rows_rejected:
+        return  # bad lines are recorded whatever happens to the rows
+    if result.rows_loaded == 0:
+        reason = "the file has a header but no rows"
+        update = _rejected_update(relative, entry, route, info, sha, 0, reason, result.warning_text)
+        raise _Discard(FileOutcome(relative, "rejected", route.table, sha, reason=reason), update, False)
+    duplicate_of = manifest.loaded_path_with_sha(cur, sha, relative)
+    if duplicate_of is not None:
+        reason = f"same content as {duplicate_of}, which is already loaded"
+        update = EntryUpdate(
+            relative,
+            "duplicate",
+            sha,
+            route.table,
+            duplicate_of,
+            None,
+            size,
+            mtime,
+            error_reason=reason,
+        )
+        raise _Discard(FileOutcome(relative, "duplicate", route.table, sha, reason=reason), update, True)
+
+
+def _check_unchanged(candidate: Candidate, before: os.stat_result) -> None:
+    """The file must not change while it is read: a rewrite or truncation means: read it again later."""
+    try:
+        after = os.stat(candidate.path)
+    except FileNotFoundError as exc:
+        raise FileProblem("the file was deleted while it was being read", status="failed") from exc
+    if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
+        raise FileProblem(
+            "the file changed while it was being read; it will be read again once it settles",
+            status="failed",
+        )
+
+
+def _record_over_budget(
+    cur: psycopg.Cursor[Any],
+    relative: str,
+    entry: ManifestEntry | None,
+    route: Route,
+    info: os.stat_result,
+    result: QuarantineResult,
+) -> FileOutcome:
+    reason = result.budget_exceeded_reason or "no row of the file could be parsed"
+    update = _rejected_update(
+        relative,
+        entry,
+        route,
+        info,
+        result.sha256,
+        result.rows_rejected,
+        reason,
+        result.warning_text,
+    )
+    manifest.upsert_entry(cur, update)
+    return FileOutcome(
+        relative,
+        "rejected",
+        route.table,
+        result.sha256,
+        0,
+        result.rows_rejected,
+        result.bytes_read,
+        reason,
+    )
+
+
+def _rejected_update(
+    relative: str,
+    entry: ManifestEntry | None,
+    route: Route | None,
+    info: os.stat_result | None,
+    sha256: str | None,
+    rows_rejected: int,
+    reason: str,
+    warnings: str | None = None,
+) -> EntryUpdate:
+    """A rejected version never changes what is loaded: rows of an earlier version stay."""
+    keep_load = entry.load_id if entry is not None else None
+    return EntryUpdate(
+        relative,
+        "rejected",
+        sha256,
+        route.table if route else None,
+        None,
+        keep_load,
+        info.st_size if info else None,
+        info.st_mtime_ns if info else None,
+        entry.rows_loaded if entry is not None and keep_load else 0,
+        rows_rejected,
+        reason,
+        warnings,
+    )
+
+
+def _delete_previous_rows(cur: psycopg.Cursor[Any], entry: ManifestEntry | None) -> int | None:
+    """Remove the rows an earlier version of this path loaded; return that load's id."""
+    if entry is None or entry.load_id is None or entry.target_table is None:
+        return None
+    cur.execute(
+        sql.SQL("DELETE FROM {} WHERE _load_id = %s").format(sql.Identifier("raw", entry.target_table)),
+        (entry.load_id,),
+    )
+    return entry.load_id
+
+
+def _record_problem(
+    cur: psycopg.Cursor[Any],
+    relative: str,
+    entry: ManifestEntry | None,
+    route: Route | None,
+    problem: FileProblem,
+    info: os.stat_result | None = None,
+) -> FileOutcome:
+    """Record why a file was not loaded. Rows an earlier version loaded stay as they were."""
+    status: Outcome = "failed" if problem.status == "failed" else "rejected"
+    update = _rejected_update(relative, entry, route, info, None, 0, problem.reason)
+    if status == "failed":
+        # A failed read is retried on the next pass: no size or time is remembered for it.
+        update = EntryUpdate(**{**update.__dict__, "status": "failed", "size_bytes": None, "mtime_ns": None})
+    manifest.upsert_entry(cur, update)
+    return FileOutcome(relative, status, route.table if route else None, reason=problem.reason)

@@ -1,0 +1,185 @@
+"""Stream one file into its raw table with COPY, hashing it in the same pass.
+
+The clean path does no per-row work in Python: the file's bytes after the header go to
+``COPY ... FROM STDIN (FORMAT csv)`` in 1 MiB blocks, and lineage columns are filled by the
+table's defaults. Problems are raised as ``FileProblem`` (the file's own fault: never retried)
+or ``RowProblem`` (a line the server could not parse: the caller may quarantine rows).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import psycopg
+from psycopg import errors, sql
+
+from watcher.routes import HeaderMapping, Route, map_header
+
+BLOCK_SIZE = 1 << 20
+
+DATA_ERRORS: tuple[type[Exception], ...] = (
+    errors.DataException,  # class 22: bad number, date, encoding, field count...
+    errors.BadCopyFileFormat,
+    errors.IntegrityConstraintViolation,
+)
+
+
+class FileProblem(Exception):
+    """The file cannot be loaded as a whole; the message is the reason shown to the user."""
+
+    def __init__(self, reason: str, *, status: str = "rejected") -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.status = status
+
+
+class RowProblem(Exception):
+    """The server rejected a line during COPY; ``line_number`` counts from 1 at the header."""
+
+    def __init__(self, reason: str, line_number: int | None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.line_number = line_number
+
+
+@dataclass(frozen=True)
+class Header:
+    cells: list[str]
+    raw: bytes
+    mapping: HeaderMapping
+
+
+@dataclass
+class StreamResult:
+    sha256: str
+    rows: int
+    bytes_read: int
+    header: Header
+
+
+ProgressCallback = Callable[[int], None]
+
+_CONTEXT_LINE = re.compile(r"line (\d+)")
+
+
+def read_header(handle: BinaryIO, route: Route, max_line_bytes: int) -> Header:
+    """Read and check the header line; the handle is left at the start of the first row."""
+    raw = handle.readline(max_line_bytes + 1)
+    if not raw:
+        raise FileProblem("the file is empty")
+    if len(raw) > max_line_bytes and not raw.endswith(b"\n"):
+        raise FileProblem(f"the header line is longer than {max_line_bytes} bytes")
+    if b"\x00" in raw:
+        raise FileProblem("the file is binary, not a CSV text file (it contains NUL bytes)")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise FileProblem(f"the header is not UTF-8 text (byte {exc.start} of line 1)") from exc
+    cells = [c.strip().strip('"') for c in text.rstrip("\r\n").split(",")]
+    mapping = map_header(cells, route)
+    if mapping.duplicate_headers:
+        raise FileProblem(f"columns appear twice in the header: {', '.join(mapping.duplicate_headers)}")
+    if mapping.missing_required:
+        if not any(c is not None for c in mapping.file_columns):
+            raise FileProblem(
+                f"the header names none of the columns of raw.{route.table}"
+                f" (expected {', '.join(c.header for c in route.required_columns)})"
+            )
+        raise FileProblem(f"required columns missing: {', '.join(mapping.missing_required)}")
+    return Header(cells, raw, mapping)
+
+
+def prepare_load(cur: psycopg.Cursor[Any], route: Route, relative: str, load_id: int) -> None:
+    """Session state the raw table's lineage defaults read, scoped to this transaction."""
+    cur.execute("SET LOCAL DateStyle = 'ISO, MDY'")
+    cur.execute(
+        "SELECT set_config('wearable.source_path', %s, true), set_config('wearable.load_id', %s, true)",
+        (relative, str(load_id)),
+    )
+    # Restarting is transactional and takes the sequence's lock until commit: loads into one
+    # table are serialized, and line numbers count from 2 (line 1 is the header).
+    cur.execute(sql.SQL("ALTER SEQUENCE {} RESTART WITH 2").format(sql.Identifier(*route.sequence)))
+
+
+def copy_statement(route: Route, columns: tuple[str, ...]) -> sql.Composed:
+    return sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(
+        sql.Identifier(*route.qualified_table), sql.SQL(", ").join(map(sql.Identifier, columns))
+    )
+
+
+def stream_copy(
+    cur: psycopg.Cursor[Any],
+    handle: BinaryIO,
+    route: Route,
+    max_line_bytes: int,
+    progress: ProgressCallback | None = None,
+) -> StreamResult:
+    """COPY the rest of the file after its header, hashing every byte read, header included."""
+    header = read_header(handle, route, max_line_bytes)
+    if header.mapping.needs_projection:
+        raise RowProblem("the file has extra columns; rows are projected line by line", None)
+    digest = hashlib.sha256(header.raw)
+    total = len(header.raw)
+    newlines = 0
+    since_newline = 0
+    try:
+        with cur.copy(copy_statement(route, header.mapping.copy_columns)) as copy:
+            while block := handle.read(BLOCK_SIZE):
+                digest.update(block)
+                total += len(block)
+                newlines += block.count(b"\n")
+                since_newline = _bytes_after_last_newline(block, since_newline)
+                if since_newline > max_line_bytes:
+                    raise RowProblem(f"a line is longer than {max_line_bytes} bytes", None)
+                copy.write(block)
+                if progress is not None:
+                    progress(len(block))
+    except DATA_ERRORS as exc:
+        raise RowProblem(describe_copy_error(exc), copy_error_line(exc)) from exc
+    body_lines = newlines + (1 if since_newline else 0)
+    if body_lines != cur.rowcount:
+        # Quoted fields spanning lines: COPY's record numbers are no longer line numbers.
+        raise RowProblem("quoted fields span several lines; rows are numbered line by line", None)
+    return StreamResult(digest.hexdigest(), cur.rowcount, total, header)
+
+
+def _bytes_after_last_newline(block: bytes, carried: int) -> int:
+    """Length of the unfinished line at the end of ``block`` (bounded memory for huge lines)."""
+    cut = block.rfind(b"\n")
+    return carried + len(block) if cut < 0 else len(block) - cut - 1
+
+
+def copy_error_line(exc: BaseException) -> int | None:
+    """File line number of a COPY error (COPY counts from the first row; the header is line 1)."""
+    context = getattr(getattr(exc, "diag", None), "context", None) or ""
+    match = _CONTEXT_LINE.search(context)
+    return int(match.group(1)) + 1 if match else None
+
+
+def describe_copy_error(exc: BaseException) -> str:
+    diag = getattr(exc, "diag", None)
+    primary = getattr(diag, "message_primary", None) or str(exc).splitlines()[0]
+    line = copy_error_line(exc)
+    return f"line {line}: {primary}" if line else primary
+
+
+def open_for_reading(path: Path) -> BinaryIO:
+    """Open a regular file for reading; FileProblem when it vanished or is not a file."""
+    try:
+        handle = open(path, "rb", buffering=BLOCK_SIZE)
+    except FileNotFoundError as exc:
+        raise FileProblem("the file disappeared before it could be read", status="failed") from exc
+    except IsADirectoryError as exc:
+        raise FileProblem("a directory, not a file") from exc
+    except PermissionError as exc:
+        raise FileProblem("the file cannot be read: permission denied", status="failed") from exc
+    if not os.path.isfile(path):
+        handle.close()
+        raise FileProblem("not a regular file")
+    return handle

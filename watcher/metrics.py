@@ -1,0 +1,93 @@
+"""Every Prometheus object of the pipeline, and the HTTP endpoint that serves them.
+
+Names follow Prometheus conventions: a ``wearable_`` prefix, ``_total`` on counters, base units
+(``_seconds``). Labels have low cardinality (``table``, ``outcome``, ``status``); never a file name.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import REGISTRY
+
+LATENCY_BUCKETS = (0.1, 0.25, 0.5, 1, 1.5, 2, 3, 5, 10, 30, 60, 120, 300)
+
+
+class Metrics:
+    """The pipeline's metrics, registered on one registry (the default one in production)."""
+
+    def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
+        self.registry = registry
+        self.files_processed = Counter(
+            "wearable_files_processed_total",
+            "Files processed, by raw table and outcome.",
+            ["table", "outcome"],
+            registry=registry,
+        )
+        self.rows_loaded = Counter(
+            "wearable_rows_loaded_total", "Rows loaded into raw tables.", ["table"], registry=registry
+        )
+        self.rows_rejected = Counter(
+            "wearable_rows_rejected_total",
+            "Rows quarantined in ops.rejected_rows.",
+            ["table"],
+            registry=registry,
+        )
+        self.load_duration = Histogram(
+            "wearable_load_duration_seconds",
+            "Time to load one file (read, checksum, COPY, manifest, commit).",
+            ["table"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.dbt_build_duration = Histogram(
+            "wearable_dbt_build_duration_seconds",
+            "Duration of one dbt build.",
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.dbt_builds = Counter(
+            "wearable_dbt_builds_total", "dbt builds, by status.", ["status"], registry=registry
+        )
+        self.drop_to_ready = Histogram(
+            "wearable_drop_to_ready_seconds",
+            "From a file settling in the landing zone to the models built on it.",
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.files_pending = Gauge(
+            "wearable_files_pending", "Files seen but not yet processed.", registry=registry
+        )
+        self.oldest_pending_age = Gauge(
+            "wearable_oldest_pending_file_age_seconds",
+            "Age of the oldest file waiting to be processed (0 when none waits).",
+            registry=registry,
+        )
+        self.last_load = Gauge(
+            "wearable_last_successful_load_timestamp_seconds",
+            "Unix time of the last file loaded.",
+            registry=registry,
+        )
+        self.last_build = Gauge(
+            "wearable_last_successful_build_timestamp_seconds",
+            "Unix time of the last successful dbt build.",
+            registry=registry,
+        )
+        self.watcher_backend = Gauge(
+            "wearable_watcher_backend",
+            "1 for the file-watching backend in use (inotify or polling).",
+            ["backend"],
+            registry=registry,
+        )
+        self.database_up = Gauge(
+            "wearable_database_up", "1 when the database answered the last check.", registry=registry
+        )
+        self.runs = Counter(
+            "wearable_runs_total",
+            "Pipeline passes, by trigger and status.",
+            ["trigger", "status"],
+            registry=registry,
+        )
+
+    def set_backend(self, backend: str) -> None:
+        for name in ("inotify", "polling"):
+            self.watcher_backend.labels(backend=name).set(1 if name == backend else 0)

@@ -1,0 +1,134 @@
+"""What a pass and the status command print: compact text for people, JSON for machines."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from datetime import datetime
+from typing import Any
+
+from watcher.manifest import ManifestEntry
+from watcher.pipeline import PassResult
+
+
+def pass_as_dict(result: PassResult) -> dict[str, Any]:
+    build = result.build
+    return {
+        "run_id": result.run_id,
+        "trigger": result.trigger,
+        "status": result.status,
+        "exit_code": result.exit_code,
+        "duration_s": round(result.duration_s, 3),
+        "counts": dict(Counter(o.outcome for o in result.outcomes)),
+        "rows_loaded": result.rows_loaded,
+        "rows_rejected": result.rows_rejected,
+        "files": [
+            {
+                "path": o.relative,
+                "outcome": o.outcome,
+                "table": o.table,
+                "sha256": o.sha256,
+                "rows_loaded": o.rows_loaded,
+                "rows_rejected": o.rows_rejected,
+                "reason": o.reason,
+                "warnings": o.warnings,
+                "duration_s": round(o.duration_s, 3),
+            }
+            for o in result.outcomes
+        ],
+        "dbt": None
+        if build is None and result.build_error is None
+        else {
+            "status": build.status if build else "unavailable",
+            "duration_s": round(build.duration_s, 3) if build else None,
+            "selectors": list(build.selectors) if build else [],
+            "failures": [
+                {"node": n.unique_id, "status": n.status, "message": n.message} for n in build.failures
+            ]
+            if build
+            else [],
+            "error": result.build_error,
+        },
+        "error": result.infrastructure_error,
+    }
+
+
+def pass_as_text(result: PassResult) -> str:
+    counts = Counter(o.outcome for o in result.outcomes)
+    order = ("loaded", "skipped", "duplicate", "ignored", "rejected", "failed", "busy")
+    parts = [f"{counts[k]} {k}" for k in order if counts[k]]
+    lines = [
+        f"run {result.run_id or '-'} ({result.trigger}): {result.status} in {result.duration_s:.1f}s"
+        f" — {', '.join(parts) or 'nothing to do'}; {result.rows_loaded:,} rows loaded"
+        + (f", {result.rows_rejected:,} rows rejected" if result.rows_rejected else "")
+    ]
+    for o in result.outcomes:
+        if o.outcome == "loaded":
+            lines.append(f"  loaded    {o.relative} → raw.{o.table}: {o.rows_loaded:,} rows")
+        elif o.outcome in ("rejected", "failed", "duplicate", "ignored"):
+            lines.append(f"  {o.outcome:<9} {o.relative}: {o.reason}")
+        if o.warnings:
+            lines.append(f"  warning   {o.relative}: {o.warnings}")
+    if result.build is not None:
+        b = result.build
+        lines.append(
+            f"dbt build ({' '.join(b.selectors)}): {b.status} in {b.duration_s:.1f}s, {len(b.nodes)} nodes"
+        )
+        lines.extend(
+            f"  {n.status:<9} {n.unique_id}: {(n.message or '').splitlines()[0]}" for n in b.failures
+        )
+    if result.build_error:
+        lines.append(f"dbt could not run: {result.build_error}")
+    if result.infrastructure_error:
+        lines.append(f"error: {result.infrastructure_error}")
+    return "\n".join(lines)
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def status_as_dict(entries: list[ManifestEntry], recent: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "files": [
+            {
+                "path": e.source_path,
+                "sha256": e.source_sha256,
+                "table": e.target_table,
+                "status": e.status,
+                "rows_loaded": e.rows_loaded,
+                "rows_rejected": e.rows_rejected,
+                "reason": e.error_reason,
+                "duplicate_of": e.duplicate_of,
+                "warnings": e.warnings,
+                "loaded_at": _iso(e.loaded_at),
+            }
+            for e in entries
+        ],
+        "runs": [{k: (_iso(v) if isinstance(v, datetime) else v) for k, v in r.items()} for r in recent],
+    }
+
+
+def status_as_text(entries: list[ManifestEntry], recent: list[dict[str, Any]]) -> str:
+    lines = [f"{len(entries)} files known"]
+    for e in entries:
+        sha = (e.source_sha256 or "")[:12]
+        when = e.loaded_at.strftime("%Y-%m-%d %H:%M:%S") if e.loaded_at else "-"
+        detail = e.error_reason or ""
+        lines.append(
+            f"  {e.status:<9} {e.source_path}  {sha:<12} {e.target_table or '-':<15}"
+            f" rows={e.rows_loaded:<8} rejected={e.rows_rejected:<6} loaded_at={when}  {detail}".rstrip()
+        )
+    lines.append("recent runs")
+    for r in recent:
+        started = r["started_at"].strftime("%Y-%m-%d %H:%M:%S") if r["started_at"] else "-"
+        lines.append(
+            f"  #{r['run_id']:<5} {r['trigger']:<9} {r['status']:<8} {started}  loaded={r['files_loaded']}"
+            f" skipped={r['files_skipped']} failed={r['files_failed']} rows={r['rows_loaded']}"
+            f" dbt={r['dbt_status'] or '-'}" + (f"  {r['error_summary']}" if r["error_summary"] else "")
+        )
+    return "\n".join(lines)
+
+
+def dump_json(data: dict[str, Any]) -> str:
+    return json.dumps(data, indent=2, default=str)
