@@ -1,0 +1,61 @@
+"""Helpers shared by the tests: CSV writers in the Fitbit export's format, and running the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+DAILY_HEADER = (
+    "Id,ActivityDate,TotalSteps,TotalDistance,TrackerDistance,LoggedActivitiesDistance,"
+    "VeryActiveDistance,ModeratelyActiveDistance,LightActiveDistance,SedentaryActiveDistance,"
+    "VeryActiveMinutes,FairlyActiveMinutes,LightlyActiveMinutes,SedentaryMinutes,Calories"
+)
+SLEEP_HEADER = "Id,SleepDay,TotalSleepRecords,TotalMinutesAsleep,TotalTimeInBed"
+
+
+def mdy(day: date) -> str:
+    return f"{day.month}/{day.day}/{day.year}"
+
+
+def daily_rows(users: int, days: int, *, start: date = date(2016, 4, 12), first_id: int = 1503960366) -> list[str]:
+    rows = []
+    for u in range(users):
+        for d in range(days):
+            steps = 1000 + 37 * u + 11 * d
+            day = start + timedelta(days=d)
+            rows.append(
+                f"{first_id + u},{mdy(day)},{steps},{steps / 1300:.13f},{steps / 1300:.13f},0,"
+                f"1.5,0.5,3.25,0,{u % 60},{d % 30},{200 + u},{900 - u},{1800 + d}"
+            )
+    return rows
+
+
+def write_csv(path: Path, header: str, rows: Sequence[str], *, line_end: str = "\r\n") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes((line_end.join([header, *rows]) + line_end).encode("utf-8"))
+    return path
+
+
+def run_cli(args: Sequence[str], database_url: str, *, timeout: float = 180, extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DB_", "WEARABLE_"))}
+    env["DATABASE_URL"] = database_url
+    env["WEARABLE_LOG_FORMAT"] = "json"
+    env.update(extra_env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "watcher", *args], env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def once_json(data_dir: Path, database_url: str, *extra: str) -> tuple[int, dict[str, Any]]:
+    done = run_cli(["watch", "--once", "--json", "--data-dir", str(data_dir), *extra], database_url)
+    try:
+        payload = json.loads(done.stdout)
+    except json.JSONDecodeError as exc:
+        raise AssertionError(f"no JSON summary; stdout={done.stdout!r} stderr={done.stderr[-3000:]!r}") from exc
+    return done.returncode, payload
