@@ -59,3 +59,23 @@ def once_json(data_dir: Path, database_url: str, *extra: str) -> tuple[int, dict
     except json.JSONDecodeError as exc:
         raise AssertionError(f"no JSON summary; stdout={done.stdout!r} stderr={done.stderr[-3000:]!r}") from exc
     return done.returncode, payload
+
+
+def write_big_daily(path: Path, rows: int, *, users: int = 1000) -> Path:
+    """A large daily-activity file written quickly (rows spread over ``users`` users)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    start = date(2016, 1, 1)
+    with open(path, "w", encoding="utf-8", newline="") as out:
+        out.write(DAILY_HEADER + "\r\n")
+        days = [mdy(start + timedelta(days=d)) for d in range(rows // users + 1)]
+        chunk = []
+        for i in range(rows):
+            chunk.append(
+                f"{4000000000 + i % users},{days[i // users]},{i % 20000},4.1300001144409,"
+                f"4.1300001144409,0,1.5,0.5,2.13000011444092,0,{i % 60},{i % 30},{i % 300},{i % 1000},{1500 + i % 2000}\r\n"
+            )
+            if len(chunk) >= 10000:
+                out.write("".join(chunk))
+                chunk.clear()
+        out.write("".join(chunk))
+    return path

@@ -15,6 +15,7 @@ from watcher.config import Settings
 from watcher.database import database_url, migrate
 from watcher.metrics import Metrics
 from watcher.pipeline import EXIT_INFRASTRUCTURE, EXIT_USAGE, Pipeline
+from watcher.retry import transient_retrying
 from watcher.scanner import inspect_entry, scan
 from watcher.transform import Transformer
 
@@ -31,7 +32,9 @@ def run_command(args: argparse.Namespace, settings: Settings) -> int:
     try:
         with database_url(settings) as url:
             try:
-                migrate(url)
+                for attempt in transient_retrying(settings.retry_total_seconds, settings.retry_max_wait_seconds):
+                    with attempt:
+                        migrate(url)
             except psycopg.OperationalError as exc:
                 log.error(
                     "database_unreachable",

@@ -35,8 +35,9 @@ class Settings:
     reconcile_seconds: float = 60.0
     force_polling: bool = False
     polling_interval_seconds: float = 1.0
-    retry_attempts: int = 6
-    retry_max_wait_seconds: float = 10.0
+    retry_total_seconds: float = 60.0
+    """How long transient database faults are retried before the pass gives up (exit code 3)."""
+    retry_max_wait_seconds: float = 5.0
     error_budget_fraction: float = 0.01
     error_budget_rows: int = 1000
     max_line_bytes: int = 1 << 20
@@ -152,6 +153,7 @@ def build_settings(overrides: Overrides, env: Mapping[str, str] | None = None) -
             reconcile if reconcile is not None else _float(env, "WEARABLE_RECONCILE_SECONDS", 60.0)
         ),
         force_polling=overrides.polling or _bool(env, "WEARABLE_POLLING"),
+        retry_total_seconds=_float(env, "WEARABLE_RETRY_SECONDS", 60.0),
         error_budget_fraction=_float(env, "WEARABLE_ERROR_BUDGET_FRACTION", 0.01),
         error_budget_rows=int(_float(env, "WEARABLE_ERROR_BUDGET_ROWS", 1000)),
     )

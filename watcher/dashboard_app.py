@@ -138,7 +138,7 @@ def render_cohort_trend(cohort: pd.DataFrame) -> None:
     rule = alt.Chart(pd.DataFrame({"baseline": [BASELINE_PCT]})).mark_rule(
         strokeDash=[6, 4], color="gray"
     ).encode(y="baseline:Q")
-    st.altair_chart(line + rule, use_container_width=True)
+    st.altair_chart(line + rule, width="stretch")
     st.caption("Mean of each active user's daily steps as % of their own baseline; dashed: 100%.")
 
 
@@ -155,8 +155,8 @@ def render_trend_shares(trends: pd.DataFrame) -> None:
         ),
         tooltip=["trend_class", "users", alt.Tooltip("share:Q", format=".0%")],
     )
-    st.altair_chart(chart, use_container_width=True)
-    st.dataframe(shares, hide_index=True, use_container_width=True)
+    st.altair_chart(chart, width="stretch")
+    st.dataframe(shares, hide_index=True, width="stretch")
 
 
 def render_drilldown(url: str, trends: pd.DataFrame) -> None:
@@ -182,8 +182,8 @@ def render_drilldown(url: str, trends: pd.DataFrame) -> None:
             y=alt.Y("value:Q", title="Steps"),
             color=alt.Color("series:N", title=None),
         )
-        st.altair_chart(chart, use_container_width=True)
-    st.dataframe(weekly.drop(columns=["user_id"]), hide_index=True, use_container_width=True)
+        st.altair_chart(chart, width="stretch")
+    st.dataframe(weekly.drop(columns=["user_id"]), hide_index=True, width="stretch")
 
 
 def render_last_run(url: str) -> None:

@@ -125,7 +125,7 @@ class Pipeline:
 
     def _retrying(self) -> Any:
         return transient_retrying(
-            self.settings.retry_attempts,
+            self.settings.retry_total_seconds,
             self.settings.retry_max_wait_seconds,
             on_retry=lambda _state: self.db.close(),
         )

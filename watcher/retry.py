@@ -11,7 +11,7 @@ from tenacity import (
     RetryCallState,
     Retrying,
     retry_if_exception,
-    stop_after_attempt,
+    stop_after_delay,
     wait_random_exponential,
 )
 
@@ -54,12 +54,12 @@ def _log_retry(state: RetryCallState) -> None:
 
 
 def transient_retrying(
-    attempts: int,
+    total_seconds: float,
     max_wait_seconds: float,
     *,
     on_retry: Callable[[RetryCallState], None] | None = None,
 ) -> Retrying:
-    """A tenacity policy: retry transient faults up to ``attempts`` times, then re-raise."""
+    """A tenacity policy: retry transient faults for up to ``total_seconds``, then re-raise."""
 
     def before_sleep(state: RetryCallState) -> None:
         _log_retry(state)
@@ -68,8 +68,8 @@ def transient_retrying(
 
     return Retrying(
         retry=retry_if_exception(is_transient),
-        stop=stop_after_attempt(attempts),
-        wait=wait_random_exponential(multiplier=0.2, max=max_wait_seconds),
+        stop=stop_after_delay(total_seconds),
+        wait=wait_random_exponential(multiplier=0.25, max=max_wait_seconds),
         before_sleep=before_sleep,
         reraise=True,
     )

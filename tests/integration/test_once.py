@@ -118,6 +118,7 @@ def test_exit_codes_for_rejection_and_configuration(tmp_path: Path, database_url
     unreachable = run_cli(
         ["watch", "--once", "--no-dbt", "--data-dir", str(lake)],
         "postgresql://nobody@127.0.0.1:1/none?connect_timeout=1",
+        extra_env={"WEARABLE_RETRY_SECONDS": "1"},
     )
     assert unreachable.returncode == 3
 

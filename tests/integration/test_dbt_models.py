@@ -1,0 +1,211 @@
+"""The dbt project against a real server: the Fitbit baselines, and incremental == full refresh."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import random
+import statistics
+from collections import defaultdict
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from tests.dbtkit import MART_KEYS, load_file, load_fitbit, mart_rows, run_dbt
+
+pytestmark = pytest.mark.slow
+
+
+# --- the real Fitbit export ------------------------------------------------------------------
+
+
+def _expected_fitbit_baselines(fitbit_dir: Path) -> dict[int, tuple[float | None, int]]:
+    """Baseline per user computed from the CSV files alone: (median steps, days it rests on).
+
+    Overlap rule: the file whose latest date is greatest wins a user-day (the periods are
+    loaded in name order, so a tie goes to the later folder).
+    """
+    files = []
+    for order, path in enumerate(sorted(fitbit_dir.glob("*/dailyActivity_merged.csv"))):
+        with path.open(newline="", encoding="utf-8") as handle:
+            rows = [
+                (int(r["Id"]), dt.datetime.strptime(r["ActivityDate"], "%m/%d/%Y").date(),
+                 int(r["TotalSteps"]))
+                for r in csv.DictReader(handle)
+            ]
+        files.append((max(day for _, day, _ in rows), order, rows))
+    steps_by_day: dict[tuple[int, dt.date], int] = {}
+    for _, _, rows in sorted(files):  # the preferred file last, so that it overwrites
+        for user, day, steps in rows:
+            steps_by_day[(user, day)] = steps
+    active: dict[int, list[tuple[dt.date, int]]] = defaultdict(list)
+    users = set()
+    for (user, day), steps in steps_by_day.items():
+        users.add(user)
+        if steps > 0:
+            active[user].append((day, steps))
+    expected: dict[int, tuple[float | None, int]] = {}
+    for user in users:
+        window = [steps for _, steps in sorted(active[user])[:14]]
+        expected[user] = (float(statistics.median(window)) if window else None, len(window))
+    return expected
+
+
+def test_fitbit_baselines_match_an_independent_computation(
+    migrated_url: str, fitbit_dir: Path, tmp_path: Path
+) -> None:
+    load_fitbit(migrated_url, fitbit_dir)
+    run_dbt(migrated_url, ["build"], target_path=tmp_path / "target")
+
+    expected = _expected_fitbit_baselines(fitbit_dir)
+    with psycopg.connect(migrated_url) as conn:
+        actual = {
+            int(user): (baseline, int(days))
+            for user, baseline, days in conn.execute(
+                "SELECT user_id, baseline_steps, baseline_days FROM marts.user_baseline_activity"
+            )
+        }
+        overlap_day = conn.execute(
+            "SELECT steps, activity_source_rows FROM marts.user_daily_activity"
+            " WHERE user_id = 1503960366 AND activity_date = '2016-04-12'"
+        ).fetchone()
+        sleep_nights = conn.execute("SELECT count(*) FROM intermediate.int_sleep_deduplicated")
+        nights = sleep_nights.fetchone()
+        classes = dict(
+            conn.execute(
+                "SELECT trend_class, count(*) FROM marts.user_engagement_trend GROUP BY 1"
+            ).fetchall()
+        )
+    assert actual.keys() == expected.keys()
+    assert len(actual) == 35
+    for user, (baseline, days) in expected.items():
+        assert actual[user][1] == days, user
+        if baseline is None:
+            assert actual[user][0] is None, user
+        else:
+            assert actual[user][0] == pytest.approx(baseline, abs=1e-9), user
+    assert overlap_day == (13162, 2)  # the newer export's full day, not the partial 224
+    assert nights == (410,)  # 413 lines, 3 exact duplicates
+    assert sum(classes.values()) == 35
+
+
+# --- incremental builds --------------------------------------------------------------------
+
+START = dt.date(2016, 1, 4)
+
+
+def _activity_rows(
+    rng: random.Random, users: range, days: range, *, level: int = 9000
+) -> list[tuple[object, ...]]:
+    rows: list[tuple[object, ...]] = []
+    for user in users:
+        for day in days:
+            steps = 0 if rng.random() < 0.1 else rng.randint(level // 2, level * 2)
+            very, fairly, light = rng.randint(0, 60), rng.randint(0, 60), rng.randint(0, 300)
+            rows.append((
+                user, START + dt.timedelta(days=day), steps, steps / 1300, steps / 1300, 0.0,
+                0.0, 0.0, steps / 1300, 0.0, very, fairly, light, 1440 - very - fairly - light,
+                1500 + steps // 20,
+            ))
+    return rows
+
+
+def _sleep_rows(rng: random.Random, users: range, days: range) -> list[tuple[object, ...]]:
+    return [
+        (user, START + dt.timedelta(days=day), 1, rng.randint(300, 500), rng.randint(500, 600))
+        for user in users
+        for day in days
+    ]
+
+
+def _all_marts(conninfo: str) -> dict[str, list[tuple[object, ...]]]:
+    return {mart: mart_rows(conninfo, mart) for mart in MART_KEYS}
+
+
+def test_incremental_build_after_small_drops_equals_a_full_refresh(
+    migrated_url: str, tmp_path: Path
+) -> None:
+    rng = random.Random(4)
+    target = tmp_path / "target"
+    with psycopg.connect(migrated_url) as conn:
+        # two overlapping exports of 12 users, and a sleep file
+        load_file(conn, "daily_activity", "a/period1.csv", _activity_rows(rng, range(1, 13), range(0, 36)))
+        period2 = load_file(
+            conn, "daily_activity", "a/period2.csv", _activity_rows(rng, range(1, 13), range(35, 70))
+        )
+        load_file(conn, "sleep", "a/sleep.csv", _sleep_rows(rng, range(1, 7), range(35, 70)))
+        load_file(conn, "daily_activity", "b/user20.csv", _activity_rows(rng, range(20, 21), range(0, 50)))
+    run_dbt(migrated_url, ["build"], target_path=target)
+    with psycopg.connect(migrated_url) as conn:
+        first_build = conn.execute("SELECT max(built_at) FROM marts.user_activity_deviation").fetchone()
+
+    with psycopg.connect(migrated_url) as conn:
+        # user 3: days before his first one arrive (his baseline moves); user 4: a late drop
+        load_file(conn, "daily_activity", "c/user3-early.csv", _activity_rows(rng, range(3, 4), range(-5, -1), level=30000))
+        load_file(conn, "daily_activity", "c/user4-late.csv", _activity_rows(rng, range(4, 5), range(70, 80), level=2000))
+        # user 20's only file is replaced by an empty one: he vanishes
+        user20 = conn.execute("SELECT max(_load_id) FROM raw.daily_activity WHERE id = 20").fetchone()
+        assert user20 is not None
+        load_file(conn, "daily_activity", "b/user20.csv", [], replaces_load_id=user20[0])
+    run_dbt(migrated_url, ["build", "--select", "source:raw.daily_activity+"], target_path=target)
+
+    with psycopg.connect(migrated_url) as conn:
+        rebuilt = {
+            r[0]
+            for r in conn.execute(
+                "SELECT DISTINCT user_id FROM marts.user_activity_deviation WHERE built_at > %s",
+                first_build,
+            )
+        }
+        users = {r[0] for r in conn.execute("SELECT user_id FROM marts.user_engagement_trend")}
+    assert rebuilt == {3, 4}  # only the users whose raw rows changed
+    assert 20 not in users
+
+    with psycopg.connect(migrated_url) as conn:
+        # period2 changes at its known path: user 12 leaves it, user 5 gets other values
+        replaced = [r for r in _activity_rows(rng, range(1, 12), range(35, 70)) if r[0] != 5]
+        replaced += _activity_rows(random.Random(99), range(5, 6), range(35, 70), level=3000)
+        load_file(conn, "daily_activity", "a/period2.csv", replaced, replaces_load_id=period2)
+    run_dbt(migrated_url, ["build", "--select", "source:raw.daily_activity+"], target_path=target)
+
+    # a sleep-only drop goes through the sleep selector
+    with psycopg.connect(migrated_url) as conn:
+        load_file(conn, "sleep", "d/sleep-user7.csv", _sleep_rows(rng, range(7, 8), range(40, 45)))
+    run_dbt(migrated_url, ["build", "--select", "source:raw.sleep+"], target_path=target)
+
+    incremental = _all_marts(migrated_url)
+    run_dbt(migrated_url, ["build", "--full-refresh"], target_path=target)
+    full = _all_marts(migrated_url)
+    for mart in MART_KEYS:
+        assert incremental[mart] == full[mart], mart
+    assert len(full["user_daily_activity"]) > 800
+
+
+def test_a_build_with_nothing_new_rebuilds_nothing(migrated_url: str, tmp_path: Path) -> None:
+    rng = random.Random(7)
+    with psycopg.connect(migrated_url) as conn:
+        load_file(conn, "daily_activity", "a.csv", _activity_rows(rng, range(1, 4), range(0, 30)))
+    run_dbt(migrated_url, ["build"], target_path=tmp_path / "target")
+    with psycopg.connect(migrated_url) as conn:
+        before = conn.execute("SELECT max(built_at) FROM marts.user_daily_activity").fetchone()
+    run_dbt(migrated_url, ["build"], target_path=tmp_path / "target")
+    with psycopg.connect(migrated_url) as conn:
+        after = conn.execute("SELECT max(built_at) FROM marts.user_daily_activity").fetchone()
+    assert before == after
+
+
+def test_the_profile_reads_the_connection_from_env_and_writes_no_password(
+    migrated_url: str, tmp_path: Path
+) -> None:
+    """The test server trusts local users, so a password can be given and must not be written."""
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    params = conninfo_to_dict(migrated_url)
+    params["password"] = "pw-never-written-7c1e"
+    with_password = make_conninfo(**{k: str(v) for k, v in params.items() if v is not None})
+    target = tmp_path / "target"
+    run_dbt(with_password, ["run", "--select", "stg_daily_activity"], target_path=target)
+    for path in target.rglob("*"):
+        if path.is_file():
+            assert b"pw-never-written-7c1e" not in path.read_bytes(), path
