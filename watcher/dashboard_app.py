@@ -33,9 +33,7 @@ QUERIES: dict[str, sql.SQL] = {
         "SELECT week_number, users_active, mean_pct_of_baseline, share_degrading "
         "FROM marts.cohort_weekly_engagement ORDER BY week_number"
     ),
-    "trends": sql.SQL(
-        "SELECT user_id, trend_class FROM marts.user_engagement_trend ORDER BY user_id"
-    ),
+    "trends": sql.SQL("SELECT user_id, trend_class FROM marts.user_engagement_trend ORDER BY user_id"),
     "weekly": sql.SQL(
         "SELECT user_id, week_number, week_start, active_days, mean_steps, mean_pct_of_baseline "
         "FROM marts.user_weekly_engagement WHERE user_id = %(user_id)s ORDER BY week_number"
@@ -132,12 +130,14 @@ def render_cohort_trend(cohort: pd.DataFrame) -> None:
         return
     base = alt.Chart(cohort).encode(x=alt.X("week_number:O", title="Week"))
     line = base.mark_line(point=True).encode(
-        y=alt.Y("mean_pct_of_baseline:Q", title="Mean % of baseline"),
+        y=alt.Y("mean_pct_of_baseline:Q", title="Mean % of baseline", scale=alt.Scale(zero=False)),
         tooltip=["week_number", "users_active", "mean_pct_of_baseline", "share_degrading"],
     )
-    rule = alt.Chart(pd.DataFrame({"baseline": [BASELINE_PCT]})).mark_rule(
-        strokeDash=[6, 4], color="gray"
-    ).encode(y="baseline:Q")
+    rule = (
+        alt.Chart(pd.DataFrame({"baseline": [BASELINE_PCT]}))
+        .mark_rule(strokeDash=[6, 4], color="gray")
+        .encode(y="baseline:Q")
+    )
     st.altair_chart(line + rule, width="stretch")
     st.caption("Mean of each active user's daily steps as % of their own baseline; dashed: 100%.")
 
@@ -145,18 +145,27 @@ def render_cohort_trend(cohort: pd.DataFrame) -> None:
 def render_trend_shares(trends: pd.DataFrame) -> None:
     st.subheader("Users by trend class")
     shares = trend_shares(trends)
-    chart = alt.Chart(shares).mark_bar().encode(
-        x=alt.X("share:Q", title="Share of users", axis=alt.Axis(format="%")),
-        y=alt.Y("trend_class:N", title=None, sort=list(TREND_CLASSES)),
-        color=alt.Color(
-            "trend_class:N",
-            scale=alt.Scale(domain=list(TREND_CLASSES), range=list(TREND_COLORS)),
-            legend=None,
-        ),
-        tooltip=["trend_class", "users", alt.Tooltip("share:Q", format=".0%")],
+    chart = (
+        alt.Chart(shares)
+        .mark_bar()
+        .encode(
+            x=alt.X("share:Q", title="Share of users", axis=alt.Axis(format="%")),
+            y=alt.Y("trend_class:N", title=None, sort=list(TREND_CLASSES)),
+            color=alt.Color(
+                "trend_class:N",
+                scale=alt.Scale(domain=list(TREND_CLASSES), range=list(TREND_COLORS)),
+                legend=None,
+            ),
+            tooltip=["trend_class", "users", alt.Tooltip("share:Q", format=".0%")],
+        )
     )
     st.altair_chart(chart, width="stretch")
-    st.dataframe(shares, hide_index=True, width="stretch")
+    st.dataframe(
+        shares.assign(share=shares["share"] * 100),
+        hide_index=True,
+        width="stretch",
+        column_config={"share": st.column_config.NumberColumn("share", format="%.0f%%")},
+    )
 
 
 def render_drilldown(url: str, trends: pd.DataFrame) -> None:
@@ -165,25 +174,49 @@ def render_drilldown(url: str, trends: pd.DataFrame) -> None:
         st.info("No users yet.")
         return
     ids = [int(v) for v in trends["user_id"]]
-    user_id = st.selectbox(
-        "User", ids, format_func=lambda uid: user_label(trends, uid), key="user_id"
-    )
+    user_id = st.selectbox("User", ids, format_func=lambda uid: user_label(trends, uid), key="user_id")
     if user_id is None:
         return
     daily = fetch(url, "daily", int(user_id))
     weekly = fetch(url, "weekly", int(user_id))
     st.markdown(f"**User {user_label(trends, int(user_id))}**")
     if not daily.empty:
-        long = daily.melt(
-            id_vars="activity_date", value_vars=["steps", "baseline_steps"], var_name="series"
-        )
-        chart = alt.Chart(long).mark_line().encode(
+        st.altair_chart(daily_chart(daily), width="stretch")
+    st.dataframe(
+        weekly.drop(columns=["user_id"]),
+        hide_index=True,
+        width="stretch",
+        column_config={
+            "mean_steps": st.column_config.NumberColumn("mean steps", format="%.0f"),
+            "mean_pct_of_baseline": st.column_config.NumberColumn("% of baseline", format="%.0f%%"),
+        },
+    )
+
+
+def daily_chart(daily: pd.DataFrame) -> alt.Chart:
+    """Daily steps of one user as a line, their baseline as a dashed line."""
+    long = daily.rename(columns={"baseline_steps": "baseline"}).melt(
+        id_vars="activity_date", value_vars=["steps", "baseline"], var_name="series"
+    )
+    chart: alt.Chart = (
+        alt.Chart(long)
+        .mark_line()
+        .encode(
             x=alt.X("activity_date:T", title="Day"),
             y=alt.Y("value:Q", title="Steps"),
-            color=alt.Color("series:N", title=None),
+            color=alt.Color(
+                "series:N",
+                title=None,
+                scale=alt.Scale(domain=["steps", "baseline"], range=["#1565c0", "#757575"]),
+            ),
+            strokeDash=alt.StrokeDash(
+                "series:N",
+                scale=alt.Scale(domain=["steps", "baseline"], range=[[1, 0], [6, 4]]),
+                legend=None,
+            ),
         )
-        st.altair_chart(chart, width="stretch")
-    st.dataframe(weekly.drop(columns=["user_id"]), hide_index=True, width="stretch")
+    )
+    return chart
 
 
 def render_last_run(url: str) -> None:
@@ -205,8 +238,7 @@ def render(url: str) -> None:
         cohort = fetch(url, "cohort")
         trends = fetch(url, "trends")
     except MartsMissingError as exc:
-        st.info(f"The marts are not built yet ({exc}). Drop files in the data lake and let the "
-                "pipeline run.")
+        st.info(f"The marts are not built yet ({exc}). Drop files in the data lake and let the pipeline run.")
         return
     render_headline(headline(cohort, trends))
     left, right = st.columns([3, 2])

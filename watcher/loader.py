@@ -24,9 +24,9 @@ from watcher.routes import HeaderMapping, Route, map_header
 BLOCK_SIZE = 1 << 20
 
 DATA_ERRORS: tuple[type[Exception], ...] = (
-    errors.DataException,  # class 22: bad number, date, encoding, field count...
-    errors.BadCopyFileFormat,
-    errors.IntegrityConstraintViolation,
+    psycopg.DataError,  # class 22: bad number, date, encoding, field count...
+
+    psycopg.IntegrityError,  # class 23: a constraint of the raw table
 )
 
 

