@@ -89,5 +89,5 @@ class Metrics:
         )
 
     def set_backend(self, backend: str) -> None:
-        for name in ("inotify", "polling"):
+        for name in dict.fromkeys(("inotify", "polling", backend)):
             self.watcher_backend.labels(backend=name).set(1 if name == backend else 0)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +34,10 @@ LOADING_OUTCOMES = ("loaded", "duplicate")
 
 class DatabaseUnavailable(RuntimeError):
     """The database stayed unreachable through every retry."""
+
+
+class PassInterrupted(Exception):
+    """The caller asked the pass to stop: the file in flight rolls back, the others wait."""
 
 
 @dataclass
@@ -176,8 +180,13 @@ class Pipeline:
         settled_at: Mapping[str, float] | None = None,
         json_output: bool = False,
         force: bool = False,
+        should_stop: Callable[[], bool] | None = None,
     ) -> PassResult:
-        """Process the candidates, then one dbt build if anything landed; record the run."""
+        """Process the candidates, then one dbt build if anything landed; record the run.
+
+        ``should_stop`` is asked before each file and while a file streams: once it answers
+        True, no further file starts and the file in flight is rolled back (it stays pending).
+        """
         started = time.monotonic()
         result = PassResult(trigger)
         bound = log.bind(trigger=trigger)
@@ -185,7 +194,7 @@ class Pipeline:
             result.run_id = self._with_database(lambda c: runs.open_run(c, trigger, self.settings.instance))
             bound = bound.bind(run_id=result.run_id)
             self.metrics.database_up.set(1)
-            self._load_all(candidates, result, bound, json_output, force)
+            self._load_all(candidates, result, bound, json_output, force, should_stop)
             self._build(result, bound, settled_at or {})
         except DatabaseUnavailable as exc:
             result.infrastructure_error = str(exc)
@@ -195,27 +204,51 @@ class Pipeline:
         return result
 
     def _load_all(
-        self, candidates: list[Candidate], result: PassResult, bound: Any, json_output: bool, force: bool
+        self,
+        candidates: list[Candidate],
+        result: PassResult,
+        bound: Any,
+        json_output: bool,
+        force: bool,
+        should_stop: Callable[[], bool] | None = None,
     ) -> None:
         sizes = [_size_of(c) for c in candidates]
         enabled = self.show_progress and Progress.wanted(json_output)
         with Progress(len(candidates), sum(sizes), enabled=enabled) as progress:
-            for candidate in candidates:
-                outcome = self._load_one(candidate, result.run_id, progress, force)
+            for done, candidate in enumerate(candidates):
+                try:
+                    if should_stop is not None and should_stop():
+                        raise PassInterrupted
+                    outcome = self._load_one(candidate, result.run_id, progress, force, should_stop)
+                except PassInterrupted:
+                    bound.warning(
+                        "pass_interrupted", step="load", path=candidate.relative, left=len(candidates) - done
+                    )
+                    return
                 result.outcomes.append(outcome)
                 progress.file_done(outcome.rows_loaded)
                 self._observe(outcome, bound)
 
     def _load_one(
-        self, candidate: Candidate, run_id: int | None, progress: Progress, force: bool
+        self,
+        candidate: Candidate,
+        run_id: int | None,
+        progress: Progress,
+        force: bool,
+        should_stop: Callable[[], bool] | None = None,
     ) -> FileOutcome:
+        def advance(count: int) -> None:
+            progress.advance_bytes(count)
+            if should_stop is not None and should_stop():
+                raise PassInterrupted  # unwinds the file's transaction: nothing of it commits
+
         def action(conn: psycopg.Connection[Any]) -> FileOutcome:
             return process_file(
                 conn,
                 candidate,
                 run_id=run_id,
                 limits=self.limits,
-                progress=progress.advance_bytes,
+                progress=advance,
                 force=force,
             )
 
@@ -342,6 +375,18 @@ class Pipeline:
                 files_loaded=result.count("loaded"),
                 rows_loaded=result.rows_loaded,
             )
+
+    def warm_up(self) -> None:
+        """Parse the dbt project now, so that the first build after a start is as quick as the next."""
+        if self.transformer is None or not self.settings.run_dbt or not self.transformer.available:
+            return
+        started = time.monotonic()
+        try:
+            self.transformer._warm_runner()
+        except TransformUnavailable as exc:
+            log.warning("dbt_warm_up_failed", step="dbt", error=str(exc))
+            return
+        log.info("dbt_warmed_up", step="dbt", duration_ms=round((time.monotonic() - started) * 1000))
 
     def close(self) -> None:
         self.db.close()

@@ -1,0 +1,51 @@
+import pytest
+
+from watcher.config import ConfigError, Overrides, build_settings, database_url_from_env, parse_host_port, redact_conninfo, secrets_to_hide
+
+
+def test_database_url_wins_over_db_variables() -> None:
+    env = {"DATABASE_URL": "postgresql://u:pw@db:5433/x", "DB_HOST": "other"}
+    assert database_url_from_env(env) == "postgresql://u:pw@db:5433/x"
+
+
+def test_db_variables_build_a_connection_string() -> None:
+    url = database_url_from_env({"DB_HOST": "db", "DB_PORT": "6543", "DB_NAME": "w", "DB_USER": "me", "DB_PASSWORD": "s3cret"})
+    assert url is not None
+    for part in ("host=db", "port=6543", "dbname=w", "user=me", "password=s3cret"):
+        assert part in url
+
+
+def test_no_database_settings_means_embedded() -> None:
+    assert database_url_from_env({}) is None
+    settings = build_settings(Overrides(), env={})
+    assert settings.database_url is None
+    assert settings.redacted_database().startswith("embedded:")
+
+
+def test_bad_values_are_configuration_errors() -> None:
+    with pytest.raises(ConfigError):
+        database_url_from_env({"DB_PORT": "fifty"})
+    with pytest.raises(ConfigError):
+        build_settings(Overrides(), env={"WEARABLE_DEBOUNCE_SECONDS": "soon"})
+    with pytest.raises(ConfigError):
+        parse_host_port("9108")
+    with pytest.raises(ConfigError):
+        database_url_from_env({"DATABASE_URL": "postgresql://[broken"})
+
+
+def test_flags_win_over_environment_and_old_names_still_work() -> None:
+    env = {"PIPELINE_DATA_DIR": "/srv/lake", "WEARABLE_METRICS_ADDR": "0.0.0.0:9999"}
+    settings = build_settings(Overrides(), env=env)
+    assert str(settings.data_dir) == "/srv/lake"
+    assert settings.metrics_addr == ("0.0.0.0", 9999)
+    settings = build_settings(Overrides(data_dir="/x", metrics_addr="[::1]:9108", no_dbt=True), env=env)
+    assert str(settings.data_dir) == "/x" and settings.metrics_addr == ("::1", 9108) and not settings.run_dbt
+    assert build_settings(Overrides(metrics_addr="off"), env={}).metrics_addr is None
+
+
+def test_passwords_are_never_in_the_redacted_form() -> None:
+    url = "postgresql://app:p%40ss;word@db.example:5432/wear?sslmode=require"
+    assert redact_conninfo(url) == "db.example:5432/wear"
+    settings = build_settings(Overrides(database_url=url), env={"DB_PASSWORD": "other-secret"})
+    hidden = secrets_to_hide(settings, env={"DB_PASSWORD": "other-secret"})
+    assert "p@ss;word" in hidden and "other-secret" in hidden
