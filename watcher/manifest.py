@@ -11,6 +11,7 @@ import psycopg
 from psycopg.rows import class_row
 
 FILE_LOCK_NAMESPACE = 0x5746  # advisory lock namespace for per-file claims ("WF")
+CONTENT_LOCK_NAMESPACE = 0x5743  # advisory lock namespace for per-content checks ("WC")
 
 STATUSES = ("loaded", "duplicate", "rejected", "failed", "ignored")
 
@@ -74,7 +75,14 @@ def all_entries(conn: psycopg.Connection[Any]) -> list[ManifestEntry]:
 
 
 def loaded_path_with_sha(cur: psycopg.Cursor[Any], sha256: str, other_than: str) -> str | None:
-    """Another path whose current content is this one and is loaded, if any."""
+    """Another path whose current content is this one and is loaded, if any.
+
+    Two processes loading the same content under two names at once would both find nothing:
+    a transaction lock on the content makes the second wait for the first to commit or roll back.
+    """
+    cur.execute(
+        "SELECT pg_advisory_xact_lock(%s, %s)", (CONTENT_LOCK_NAMESPACE, int(sha256[:8], 16) - (1 << 31))
+    )
     row = cur.execute(
         "SELECT source_path FROM ops.raw_ingest_manifest"
         " WHERE source_sha256 = %s AND status = 'loaded' AND source_path <> %s"

@@ -126,12 +126,16 @@ class Transformer:
         with self._lock, psycopg.connect(self.conninfo, autocommit=True) as lock_conn:
             lock_conn.execute("SELECT pg_advisory_lock(%s)", (BUILD_LOCK_KEY,))
             started = time.monotonic()
-            runner = self._warm_runner()
-            args = ["build", *self._base_args(), "--select", *selectors]
-            if full_refresh:
-                args.append("--full-refresh")
-            outcome = runner.invoke(args)
-            duration = time.monotonic() - started
+            log.info("dbt_build_started", step="dbt", selectors=list(selectors), wall_time=time.time())
+            try:
+                runner = self._warm_runner()
+                args = ["build", *self._base_args(), "--select", *selectors]
+                if full_refresh:
+                    args.append("--full-refresh")
+                outcome = runner.invoke(args)
+            finally:
+                duration = time.monotonic() - started
+                log.info("dbt_build_ended", step="dbt", duration_ms=round(duration * 1000), wall_time=time.time())
         if outcome.exception is not None or outcome.result is None:
             self._runner = None  # parse afresh next time
             raise TransformUnavailable(f"dbt build could not run: {outcome.exception}")
