@@ -7,6 +7,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PROMETHEUS_DIR = REPO_ROOT / "deploy" / "prometheus"
@@ -52,7 +53,5 @@ def test_every_alert_has_a_unit_test_and_a_runbook_section() -> None:
 
 
 def alert_names() -> list[str]:
-    import yaml
-
     rules = yaml.safe_load((PROMETHEUS_DIR / "alerts.yml").read_text())
     return [r["alert"] for g in rules["groups"] for r in g["rules"] if "alert" in r]

@@ -1,0 +1,78 @@
+"""Fault suite, one-shot runs: several processes at once, and SIGKILL at random moments."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from tests.helpers import DAILY_HEADER, daily_rows, once_json, write_big_daily, write_csv
+
+pytestmark = [pytest.mark.faults, pytest.mark.slow]
+
+
+def make_lake(root: Path, files: int, rows_per_file: int = 3) -> int:
+    for i in range(files):
+        rows = daily_rows(1, rows_per_file, first_id=2000000000 + i)
+        write_csv(root / f"batch{i % 7}" / f"dailyActivity_{i:04d}.csv", DAILY_HEADER, rows)
+    return files * rows_per_file
+
+
+def once_process(lake: Path, url: str) -> subprocess.Popen[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DB_", "WEARABLE_"))}
+    env.update(DATABASE_URL=url, WEARABLE_LOG_FORMAT="json")
+    return subprocess.Popen(
+        [sys.executable, "-m", "watcher", "watch", "--once", "--json", "--no-dbt", "--data-dir", str(lake)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+
+
+def assert_exactly_once(url: str, expected_rows: int, expected_files: int) -> None:
+    with psycopg.connect(url) as conn:
+        total, distinct = conn.execute(
+            "SELECT count(*), count(DISTINCT (_source_path, _line_number)) FROM raw.daily_activity"
+        ).fetchone()  # type: ignore[misc]
+        loaded = conn.execute(
+            "SELECT count(*), coalesce(sum(rows_loaded), 0) FROM ops.raw_ingest_manifest WHERE status = 'loaded'"
+        ).fetchone()
+        orphans = conn.execute(
+            "SELECT count(*) FROM raw.daily_activity d WHERE NOT EXISTS"
+            " (SELECT 1 FROM ops.raw_ingest_manifest m WHERE m.load_id = d._load_id)"
+        ).fetchone()
+    assert total == distinct == expected_rows
+    assert loaded == (expected_files, expected_rows)
+    assert orphans == (0,)
+
+
+def test_three_concurrent_once_runs_load_each_file_once(tmp_path: Path, migrated_url: str) -> None:
+    lake = tmp_path / "lake"
+    rows = make_lake(lake, 300)
+    procs = [once_process(lake, migrated_url) for _ in range(3)]
+    outputs = [p.communicate(timeout=300) for p in procs]
+    for proc, (_, err) in zip(procs, outputs, strict=True):
+        assert proc.returncode == 0, err[-2000:]
+    assert_exactly_once(migrated_url, rows, 300)
+
+
+def test_sigkill_at_twenty_random_moments(tmp_path: Path, migrated_url: str) -> None:
+    lake = tmp_path / "lake"
+    rows = make_lake(lake, 40)
+    write_big_daily(lake / "big" / "dailyActivity_big_a.csv", 150_000)
+    write_big_daily(lake / "big" / "dailyActivity_big_b.csv", 150_000, users=700)
+    rows += 300_000
+    rng = random.Random(20161)
+    for _ in range(20):
+        proc = once_process(lake, migrated_url)
+        time.sleep(rng.uniform(0.3, 2.5))
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=30)
+    code, result = once_json(lake, migrated_url, "--no-dbt")
+    assert code == 0, result
+    assert_exactly_once(migrated_url, rows, 42)
