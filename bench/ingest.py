@@ -37,24 +37,29 @@ def psql_copy(url: str, path: Path) -> float:
     command = f"\\copy bench_copy ({COPY_COLUMNS}) FROM '{path}' WITH (FORMAT csv, HEADER true)"
     env = {**os.environ, "PGOPTIONS": "-c DateStyle=ISO,MDY"}
     return timed(
-        lambda: subprocess.run([psql_binary(), url, "-v", "ON_ERROR_STOP=1", "-qc", command], check=True, env=env)
+        lambda: subprocess.run(
+            [psql_binary(), url, "-v", "ON_ERROR_STOP=1", "-qc", command], check=True, env=env
+        )
     )
 
 
 def pipeline_load(url: str, lake: Path) -> float:
     """Seconds for one pass of the pipeline over ``lake`` (one file), in this process."""
+    from prometheus_client import CollectorRegistry
+
     from watcher.config import Overrides, build_settings
     from watcher.database import migrate
     from watcher.metrics import Metrics
     from watcher.pipeline import Pipeline
     from watcher.scanner import scan
-    from prometheus_client import CollectorRegistry
 
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("DROP SCHEMA IF EXISTS raw CASCADE")
         conn.execute("DROP SCHEMA IF EXISTS ops CASCADE")
     migrate(url)
-    settings = build_settings(Overrides(data_dir=str(lake), database_url=url, no_dbt=True, metrics_addr="off"))
+    settings = build_settings(
+        Overrides(data_dir=str(lake), database_url=url, no_dbt=True, metrics_addr="off")
+    )
     pipeline = Pipeline(settings, url, Metrics(CollectorRegistry()))
     try:
         candidates = list(scan(lake))
@@ -73,7 +78,10 @@ def peak_rss_of_cli(url: str, lake: Path) -> tuple[float, float]:
     started = time.perf_counter()
     subprocess.run(
         [sys.executable, "-m", "watcher", "watch", "--once", "--no-dbt", "--json", "--data-dir", str(lake)],
-        check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        check=True,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     elapsed = time.perf_counter() - started
     return elapsed, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
@@ -104,8 +112,12 @@ def main() -> int:
             ratio=round(pipeline_rate / psql_rate, 3),
         )
         print(f"{args.rows:,} rows, {figures['file_mb']} MB")
-        print(f"psql \\copy : median {median(psql_times):.2f}s  {psql_rate:,.0f} rows/s  runs {figures['psql_copy_s']}")
-        print(f"pipeline   : median {median(pipeline_times):.2f}s  {pipeline_rate:,.0f} rows/s  runs {figures['pipeline_s']}")
+        print(
+            f"psql \\copy : median {median(psql_times):.2f}s  {psql_rate:,.0f} rows/s  runs {figures['psql_copy_s']}"
+        )
+        print(
+            f"pipeline   : median {median(pipeline_times):.2f}s  {pipeline_rate:,.0f} rows/s  runs {figures['pipeline_s']}"
+        )
         print(f"ratio pipeline/psql: {figures['ratio']:.3f} (target >= 0.9)")
         if args.rss_gb > 0:
             path.unlink()
@@ -115,10 +127,16 @@ def main() -> int:
                 conn.execute("DROP SCHEMA IF EXISTS raw CASCADE")
                 conn.execute("DROP SCHEMA IF EXISTS ops CASCADE")
             seconds, rss = peak_rss_of_cli(url, big.parent)
-            figures.update(big_file_mb=round(big.stat().st_size / 2**20), big_rows=big_rows,
-                           big_load_s=round(seconds, 1), peak_rss_mb=round(rss, 1))
-            print(f"memory     : {figures['big_file_mb']} MB file ({big_rows:,} rows) loaded by the CLI in "
-                  f"{seconds:.1f}s, peak RSS {rss:.0f} MiB (target < 150)")
+            figures.update(
+                big_file_mb=round(big.stat().st_size / 2**20),
+                big_rows=big_rows,
+                big_load_s=round(seconds, 1),
+                peak_rss_mb=round(rss, 1),
+            )
+            print(
+                f"memory     : {figures['big_file_mb']} MB file ({big_rows:,} rows) loaded by the CLI in "
+                f"{seconds:.1f}s, peak RSS {rss:.0f} MiB (target < 150)"
+            )
     print(json.dumps(figures))
     return 0
 

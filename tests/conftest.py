@@ -53,9 +53,7 @@ def database_url(pg_admin_url: str) -> Iterator[str]:
         yield with_dbname(pg_admin_url, name)
     finally:
         with psycopg.connect(pg_admin_url, autocommit=True) as conn:
-            conn.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 @pytest.fixture

@@ -23,7 +23,9 @@ def mdy(day: date) -> str:
     return f"{day.month}/{day.day}/{day.year}"
 
 
-def daily_rows(users: int, days: int, *, start: date = date(2016, 4, 12), first_id: int = 1503960366) -> list[str]:
+def daily_rows(
+    users: int, days: int, *, start: date = date(2016, 4, 12), first_id: int = 1503960366
+) -> list[str]:
     rows = []
     for u in range(users):
         for d in range(days):
@@ -42,7 +44,9 @@ def write_csv(path: Path, header: str, rows: Sequence[str], *, line_end: str = "
     return path
 
 
-def run_cli(args: Sequence[str], database_url: str, *, timeout: float = 180, extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    args: Sequence[str], database_url: str, *, timeout: float = 180, extra_env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DB_", "WEARABLE_"))}
     env["DATABASE_URL"] = database_url
     env["WEARABLE_LOG_FORMAT"] = "json"
@@ -57,7 +61,9 @@ def once_json(data_dir: Path, database_url: str, *extra: str) -> tuple[int, dict
     try:
         payload = json.loads(done.stdout)
     except json.JSONDecodeError as exc:
-        raise AssertionError(f"no JSON summary; stdout={done.stdout!r} stderr={done.stderr[-3000:]!r}") from exc
+        raise AssertionError(
+            f"no JSON summary; stdout={done.stdout!r} stderr={done.stderr[-3000:]!r}"
+        ) from exc
     return done.returncode, payload
 
 

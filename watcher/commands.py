@@ -32,7 +32,9 @@ def run_command(args: argparse.Namespace, settings: Settings) -> int:
     try:
         with database_url(settings) as url:
             try:
-                for attempt in transient_retrying(settings.retry_total_seconds, settings.retry_max_wait_seconds):
+                for attempt in transient_retrying(
+                    settings.retry_total_seconds, settings.retry_max_wait_seconds
+                ):
                     with attempt:
                         migrate(url)
             except psycopg.OperationalError as exc:

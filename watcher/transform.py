@@ -117,7 +117,7 @@ class Transformer:
             raise TransformUnavailable(
                 f"dbt could not parse the project: {parsed.exception or 'see dbt logs'}"
             )
-        self._runner = dbtRunner(manifest=parsed.result)
+        self._runner = dbtRunner(manifest=parsed.result)  # type: ignore[arg-type]
         return self._runner
 
     def build(self, tables: Iterable[str], *, full_refresh: bool = False) -> BuildResult:
@@ -135,7 +135,9 @@ class Transformer:
                 outcome = runner.invoke(args)
             finally:
                 duration = time.monotonic() - started
-                log.info("dbt_build_ended", step="dbt", duration_ms=round(duration * 1000), wall_time=time.time())
+                log.info(
+                    "dbt_build_ended", step="dbt", duration_ms=round(duration * 1000), wall_time=time.time()
+                )
         if outcome.exception is not None or outcome.result is None:
             self._runner = None  # parse afresh next time
             raise TransformUnavailable(f"dbt build could not run: {outcome.exception}")

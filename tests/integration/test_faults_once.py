@@ -30,7 +30,10 @@ def once_process(lake: Path, url: str) -> subprocess.Popen[str]:
     env.update(DATABASE_URL=url, WEARABLE_LOG_FORMAT="json")
     return subprocess.Popen(
         [sys.executable, "-m", "watcher", "watch", "--once", "--json", "--no-dbt", "--data-dir", str(lake)],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 

@@ -109,11 +109,17 @@ def test_exit_codes_for_rejection_and_configuration(tmp_path: Path, database_url
     code, result = once_json(lake, database_url, "--no-dbt")
     assert code == 1
     assert result["counts"] == {"loaded": 1, "rejected": 1}
-    assert "required columns missing" in next(f for f in result["files"] if f["outcome"] == "rejected")["reason"]
+    assert (
+        "required columns missing" in next(f for f in result["files"] if f["outcome"] == "rejected")["reason"]
+    )
     assert counts(database_url)["daily"] == 4
     missing = run_cli(["watch", "--once", "--data-dir", str(tmp_path / "nope")], database_url)
     assert missing.returncode == 2
-    bad_env = run_cli(["watch", "--once", "--data-dir", str(lake)], database_url, extra_env={"WEARABLE_DEBOUNCE_SECONDS": "soon"})
+    bad_env = run_cli(
+        ["watch", "--once", "--data-dir", str(lake)],
+        database_url,
+        extra_env={"WEARABLE_DEBOUNCE_SECONDS": "soon"},
+    )
     assert bad_env.returncode == 2 and "WEARABLE_DEBOUNCE_SECONDS" in bad_env.stderr
     unreachable = run_cli(
         ["watch", "--once", "--no-dbt", "--data-dir", str(lake)],

@@ -1,6 +1,14 @@
 import pytest
 
-from watcher.config import ConfigError, Overrides, build_settings, database_url_from_env, parse_host_port, redact_conninfo, secrets_to_hide
+from watcher.config import (
+    ConfigError,
+    Overrides,
+    build_settings,
+    database_url_from_env,
+    parse_host_port,
+    redact_conninfo,
+    secrets_to_hide,
+)
 
 
 def test_database_url_wins_over_db_variables() -> None:
@@ -9,7 +17,9 @@ def test_database_url_wins_over_db_variables() -> None:
 
 
 def test_db_variables_build_a_connection_string() -> None:
-    url = database_url_from_env({"DB_HOST": "db", "DB_PORT": "6543", "DB_NAME": "w", "DB_USER": "me", "DB_PASSWORD": "s3cret"})
+    url = database_url_from_env(
+        {"DB_HOST": "db", "DB_PORT": "6543", "DB_NAME": "w", "DB_USER": "me", "DB_PASSWORD": "s3cret"}
+    )
     assert url is not None
     for part in ("host=db", "port=6543", "dbname=w", "user=me", "password=s3cret"):
         assert part in url
