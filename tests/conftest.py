@@ -70,3 +70,6 @@ def fitbit_dir() -> Path:
     if not (FITBIT_DIR / "2016-04-12_2016-05-12").is_dir():
         pytest.skip(f"the public Fitbit export is not present at {FITBIT_DIR}")
     return FITBIT_DIR
+
+
+from tests.pg_control import throwaway_server  # noqa: E402, F401 - a fixture for tests that restart a server

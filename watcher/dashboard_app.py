@@ -7,7 +7,8 @@ trend class, and a drill-down into one user. Install the extra and run it::
     DATABASE_URL=postgresql://... streamlit run watcher/dashboard_app.py
 
 The database is chosen like the pipeline's (``DATABASE_URL``, else ``DB_HOST`` and friends).
-Percentages of baseline are in percent (100 = the user's own baseline); shares are fractions.
+The marts keep "pct of baseline" as a ratio (1.0 = the user's own baseline) and shares as
+fractions; the page shows both as percentages.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from watcher.config import ConfigError, Overrides, build_settings, redact_connin
 
 TREND_CLASSES = ("consistent", "degrading", "improving", "insufficient_data")
 TREND_COLORS = ("#2e7d32", "#c62828", "#1565c0", "#9e9e9e")
-BASELINE_PCT = 100.0
+BASELINE = 1.0  # a ratio of the user's own baseline
 CACHE_SECONDS = 60
 
 QUERIES: dict[str, sql.SQL] = {
@@ -53,6 +54,10 @@ class MartsMissingError(RuntimeError):
     """The marts have not been built in this database yet."""
 
 
+class NoAccessError(RuntimeError):
+    """The role may not read a table the page needs."""
+
+
 @dataclass(frozen=True)
 class Headline:
     users: int
@@ -78,6 +83,8 @@ def fetch(url: str, query: str, user_id: int | None = None) -> pd.DataFrame:
             return pd.DataFrame(cur.fetchall(), columns=columns)
     except (psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName) as exc:
         raise MartsMissingError(str(exc).splitlines()[0]) from exc
+    except psycopg.errors.InsufficientPrivilege as exc:
+        raise NoAccessError(str(exc).splitlines()[0]) from exc
 
 
 def trend_shares(trends: pd.DataFrame) -> pd.DataFrame:
@@ -113,11 +120,11 @@ def render_headline(head: Headline) -> None:
     if head.latest_week is None:
         cols[1].metric("Cohort activity", "n/a")
         return
-    pct = head.latest_pct_of_baseline or 0.0
+    ratio = head.latest_pct_of_baseline or 0.0
     cols[1].metric(
         f"Cohort activity, week {head.latest_week}",
-        f"{pct:.0f}% of baseline",
-        delta=f"{pct - BASELINE_PCT:+.0f} pts",
+        f"{ratio:.0%} of baseline",
+        delta=f"{100 * (ratio - BASELINE):+.0f} pts",
     )
     cols[2].metric("Users degrading", f"{(head.latest_share_degrading or 0.0):.0%}")
     cols[3].metric("Users active", head.users_active)
@@ -130,16 +137,29 @@ def render_cohort_trend(cohort: pd.DataFrame) -> None:
         return
     base = alt.Chart(cohort).encode(x=alt.X("week_number:O", title="Week"))
     line = base.mark_line(point=True).encode(
-        y=alt.Y("mean_pct_of_baseline:Q", title="Mean % of baseline", scale=alt.Scale(zero=False)),
-        tooltip=["week_number", "users_active", "mean_pct_of_baseline", "share_degrading"],
+        y=alt.Y(
+            "mean_pct_of_baseline:Q",
+            title="Mean % of baseline",
+            scale=alt.Scale(zero=False),
+            axis=alt.Axis(format="%"),
+        ),
+        tooltip=[
+            "week_number",
+            "users_active",
+            alt.Tooltip("mean_pct_of_baseline:Q", format=".0%"),
+            alt.Tooltip("share_degrading:Q", format=".0%"),
+        ],
     )
     rule = (
-        alt.Chart(pd.DataFrame({"baseline": [BASELINE_PCT]}))
+        alt.Chart(pd.DataFrame({"baseline": [BASELINE]}))
         .mark_rule(strokeDash=[6, 4], color="gray")
         .encode(y="baseline:Q")
     )
     st.altair_chart(line + rule, width="stretch")
-    st.caption("Mean of each active user's daily steps as % of their own baseline; dashed: 100%.")
+    st.caption(
+        "Mean over users of their daily steps as % of their own baseline (a day without the "
+        "tracker counts as 0). Week 0 starts on each user's first active day; dashed: 100%."
+    )
 
 
 def render_trend_shares(trends: pd.DataFrame) -> None:
@@ -183,7 +203,7 @@ def render_drilldown(url: str, trends: pd.DataFrame) -> None:
     if not daily.empty:
         st.altair_chart(daily_chart(daily), width="stretch")
     st.dataframe(
-        weekly.drop(columns=["user_id"]),
+        weekly.drop(columns=["user_id"]).assign(mean_pct_of_baseline=weekly["mean_pct_of_baseline"] * 100),
         hide_index=True,
         width="stretch",
         column_config={
@@ -222,7 +242,7 @@ def daily_chart(daily: pd.DataFrame) -> alt.Chart:
 def render_last_run(url: str) -> None:
     try:
         run = fetch(url, "last_run")
-    except MartsMissingError:
+    except (MartsMissingError, NoAccessError):  # a read-only role may see the marts only
         return
     if run.empty:
         return
@@ -237,6 +257,9 @@ def render(url: str) -> None:
     try:
         cohort = fetch(url, "cohort")
         trends = fetch(url, "trends")
+    except NoAccessError as exc:
+        st.error(f"This database role may not read the marts ({exc}): see docs/deploy.md, grants.")
+        return
     except MartsMissingError as exc:
         st.info(f"The marts are not built yet ({exc}). Drop files in the data lake and let the pipeline run.")
         return

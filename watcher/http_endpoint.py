@@ -34,7 +34,7 @@ class _IPv6Server(_Server):
 
 
 class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - signature of the base
+    def log_message(self, format: str, *args: object) -> None:
         """Requests are not logged: a scrape every few seconds is not news."""
 
 
@@ -97,7 +97,10 @@ class HttpEndpoint:
         )
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.5}, name="http-endpoint", daemon=True
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.5},
+            name="http-endpoint",
+            daemon=True,
         )
         self._thread.start()
 

@@ -29,7 +29,7 @@ from watcher.loader import (
     stream_copy,
 )
 from watcher.manifest import EntryUpdate, ManifestEntry
-from watcher.quarantine import Budget, QuarantineResult, load_with_quarantine
+from watcher.quarantine import Budget, QuarantineResult, header_warnings, load_with_quarantine
 from watcher.routes import ROUTES, Route, route_for
 from watcher.scanner import Candidate
 
@@ -141,6 +141,13 @@ def _decide_and_load(
         return _load(conn, cur, candidate, entry, route, info, run_id, limits, progress)
     except FileProblem as problem:
         return _record_problem(cur, relative, entry, route, problem, info)
+    except OSError as exc:  # an I/O error while reading (a failing disk, a vanished mount)
+        failed = FileProblem(f"the file could not be read: {exc.strerror or exc}", status="failed")
+        return _record_problem(cur, relative, entry, route, failed, info)
+    except (ValueError, LookupError) as exc:  # a defect of ours; the file is retried next pass
+        log.exception("file_check_crashed", path=relative, error=type(exc).__name__)
+        crashed = FileProblem(f"internal error while reading the file ({type(exc).__name__})", status="failed")
+        return _record_problem(cur, relative, entry, route, crashed, info)
 
 
 def _load(
@@ -173,6 +180,8 @@ def _load(
     if result.budget_exceeded_reason or result.rows_loaded == 0:
         return _record_over_budget(cur, relative, entry, route, info, result)
     replaced = _delete_previous_rows(cur, entry)
+    if not result.rows_rejected:  # bad lines of an earlier version of this path no longer apply
+        cur.execute("DELETE FROM ops.rejected_rows WHERE source_path = %s", (relative,))
     manifest.record_load(
         cur,
         load_id=load_id,
@@ -230,12 +239,25 @@ def _read_into_table(
         try:
             with conn.transaction():
                 fast = stream_copy(cur, handle, route, limits.max_line_bytes, progress)
-            return QuarantineResult(fast.sha256, fast.rows, 0, fast.bytes_read, fast.header.mapping)
+            mapping = fast.header.mapping
+            return QuarantineResult(fast.sha256, fast.rows, 0, fast.bytes_read, mapping, header_warnings(mapping))
         except RowProblem as problem:
             log.info("file_checked_line_by_line", path=relative, reason=problem.reason)
         handle.seek(0)
-        budget = Budget(limits.error_budget_fraction, limits.error_budget_rows)
-        return load_with_quarantine(conn, handle, route, relative, run_id, limits.max_line_bytes, budget)
+        budget = budget_for(route, limits)
+        return load_with_quarantine(
+            conn, handle, route, relative, run_id, limits.max_line_bytes, budget, progress
+        )
+
+
+def budget_for(route: Route, limits: LoadLimits) -> Budget:
+    """The route's own error budget where it sets one, the global settings otherwise."""
+    fraction = route.error_budget_fraction
+    rows = route.error_budget_rows
+    return Budget(
+        limits.error_budget_fraction if fraction is None else fraction,
+        limits.error_budget_rows if rows is None else rows,
+    )
 
 
 def _discard_unless_new(
@@ -247,7 +269,7 @@ def _discard_unless_new(
     result: QuarantineResult,
 ) -> None:
     """Raise _Discard when the content needs no load: unchanged, a duplicate, or no rows."""
-    sha, size, mtime = result.sha256, info.st_size, info.st_mtime_ns
+    sha = result.sha256
     if entry is not None and entry.status == "loaded" and entry.source_sha256 == sha:
         raise _Discard(
             FileOutcome(relative, "skipped", route.table, sha, bytes_read=result.bytes_read),
@@ -255,6 +277,8 @@ def _discard_unless_new(
             False,
         )
     if result.budget_exceeded_reason or result.rows_rejected:
+        if result.rows_loaded and (duplicate_of := manifest.loaded_path_with_sha(cur, sha, relative)):
+            _raise_duplicate(relative, route, info, sha, duplicate_of)
         return  # bad lines are recorded whatever happens to the rows
     if result.rows_loaded == 0:
         reason = "the file has a header but no rows"
@@ -262,19 +286,23 @@ def _discard_unless_new(
         raise _Discard(FileOutcome(relative, "rejected", route.table, sha, reason=reason), update, False)
     duplicate_of = manifest.loaded_path_with_sha(cur, sha, relative)
     if duplicate_of is not None:
-        reason = f"same content as {duplicate_of}, which is already loaded"
-        update = EntryUpdate(
-            relative,
-            "duplicate",
-            sha,
-            route.table,
-            duplicate_of,
-            None,
-            size,
-            mtime,
-            error_reason=reason,
-        )
-        raise _Discard(FileOutcome(relative, "duplicate", route.table, sha, reason=reason), update, True)
+        _raise_duplicate(relative, route, info, sha, duplicate_of)
+
+
+def _raise_duplicate(relative: str, route: Route, info: os.stat_result, sha: str, duplicate_of: str) -> None:
+    reason = f"same content as {duplicate_of}, which is already loaded"
+    update = EntryUpdate(
+        relative,
+        "duplicate",
+        sha,
+        route.table,
+        duplicate_of,
+        None,
+        info.st_size,
+        info.st_mtime_ns,
+        error_reason=reason,
+    )
+    raise _Discard(FileOutcome(relative, "duplicate", route.table, sha, reason=reason), update, True)
 
 
 def _check_unchanged(candidate: Candidate, before: os.stat_result) -> None:

@@ -17,15 +17,14 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import psycopg
-from psycopg import errors, sql
+from psycopg import sql
 
 from watcher.routes import HeaderMapping, Route, map_header
 
 BLOCK_SIZE = 1 << 20
 
 DATA_ERRORS: tuple[type[Exception], ...] = (
-    psycopg.DataError,  # class 22: bad number, date, encoding, field count...
-
+    psycopg.DataError,  # class 22: bad number, date, encoding, field count, COPY format...
     psycopg.IntegrityError,  # class 23: a constraint of the raw table
 )
 
@@ -68,28 +67,61 @@ ProgressCallback = Callable[[int], None]
 _CONTEXT_LINE = re.compile(r"line (\d+)")
 
 
+_MAGIC = (
+    (b"\x1f\x8b", "a gzip-compressed file, not CSV text (decompress it first)"),
+    (b"PK\x03\x04", "a ZIP archive (an Excel .xlsx workbook?), not CSV text (export it as CSV)"),
+    (b"%PDF", "a PDF document, not CSV text"),
+    (b"\x89PNG", "a PNG image, not CSV text"),
+    (b"\xff\xfe", "UTF-16 text (save it as UTF-8 CSV)"),
+    (b"\xfe\xff", "UTF-16 text (save it as UTF-8 CSV)"),
+    (b"\xd0\xcf\x11\xe0", "an old Excel .xls workbook, not CSV text (export it as CSV)"),
+)
+
+
+def too_long_problem(line_number: int, max_line_bytes: int) -> FileProblem:
+    return FileProblem(
+        f"line {line_number} is longer than {max_line_bytes:,} bytes; nothing of this file was loaded"
+        " (is it really a CSV export?)"
+    )
+
+
 def read_header(handle: BinaryIO, route: Route, max_line_bytes: int) -> Header:
     """Read and check the header line; the handle is left at the start of the first row."""
     raw = handle.readline(max_line_bytes + 1)
     if not raw:
         raise FileProblem("the file is empty")
-    if len(raw) > max_line_bytes and not raw.endswith(b"\n"):
-        raise FileProblem(f"the header line is longer than {max_line_bytes} bytes")
+    for magic, what in _MAGIC:
+        if raw.startswith(magic):
+            raise FileProblem(f"the file is {what}")
     if b"\x00" in raw:
         raise FileProblem("the file is binary, not a CSV text file (it contains NUL bytes)")
+    if b"\r" in raw.rstrip(b"\r\n"):
+        raise FileProblem(
+            "lines end with a bare carriage return (CR, old Mac style); save the file with LF or CRLF line ends"
+        )
+    if len(raw) > max_line_bytes and not raw.endswith(b"\n"):
+        raise FileProblem(f"the header line is longer than {max_line_bytes:,} bytes (is it really a CSV export?)")
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise FileProblem(f"the header is not UTF-8 text (byte {exc.start} of line 1)") from exc
-    cells = [c.strip().strip('"') for c in text.rstrip("\r\n").split(",")]
+        raise FileProblem(
+            f"the file is not UTF-8 text (byte {exc.start + 1} of the header is 0x{raw[exc.start]:02x});"
+            " save it as UTF-8 CSV"
+        ) from exc
+    line = text.rstrip("\r\n")
+    if not line.strip():
+        raise FileProblem("the first line is empty; a CSV export starts with its header line")
+    cells = [c.strip().strip('"') for c in line.split(",")]
     mapping = map_header(cells, route)
     if mapping.duplicate_headers:
         raise FileProblem(f"columns appear twice in the header: {', '.join(mapping.duplicate_headers)}")
     if mapping.missing_required:
         if not any(c is not None for c in mapping.file_columns):
+            separator = next((s for s in (";", "\t", "|") if s in line), None)
+            hint = f"; the header is separated by {separator!r}, not by commas" if separator else ""
             raise FileProblem(
                 f"the header names none of the columns of raw.{route.table}"
-                f" (expected {', '.join(c.header for c in route.required_columns)})"
+                f" (expected {', '.join(c.header for c in route.required_columns)}){hint}"
             )
         raise FileProblem(f"required columns missing: {', '.join(mapping.missing_required)}")
     return Header(cells, raw, mapping)
@@ -113,6 +145,14 @@ def copy_statement(route: Route, columns: tuple[str, ...]) -> sql.Composed:
     )
 
 
+def fast_copy_statement(route: Route, mapping: HeaderMapping) -> sql.Composed:
+    """COPY that skips a row with an empty required value: the row count then falls short of the
+    line count, and the file goes to the checked path, where that line gets its reason."""
+    required = [c.name for c in mapping.file_columns if c is not None and c.required]
+    condition = sql.SQL(" AND ").join(sql.SQL("{} IS NOT NULL").format(sql.Identifier(n)) for n in required)
+    return sql.SQL("{} WHERE {}").format(copy_statement(route, mapping.copy_columns), condition)
+
+
 def stream_copy(
     cur: psycopg.Cursor[Any],
     handle: BinaryIO,
@@ -129,14 +169,14 @@ def stream_copy(
     newlines = 0
     since_newline = 0
     try:
-        with cur.copy(copy_statement(route, header.mapping.copy_columns)) as copy:
+        with cur.copy(fast_copy_statement(route, header.mapping)) as copy:
             while block := handle.read(BLOCK_SIZE):
                 digest.update(block)
                 total += len(block)
                 newlines += block.count(b"\n")
                 since_newline = _bytes_after_last_newline(block, since_newline)
                 if since_newline > max_line_bytes:
-                    raise RowProblem(f"a line is longer than {max_line_bytes} bytes", None)
+                    raise too_long_problem(newlines + 2, max_line_bytes)
                 copy.write(block)
                 if progress is not None:
                     progress(len(block))
@@ -144,8 +184,9 @@ def stream_copy(
         raise RowProblem(describe_copy_error(exc), copy_error_line(exc)) from exc
     body_lines = newlines + (1 if since_newline else 0)
     if body_lines != cur.rowcount:
-        # Quoted fields spanning lines: COPY's record numbers are no longer line numbers.
-        raise RowProblem("quoted fields span several lines; rows are numbered line by line", None)
+        # A required value was empty (the WHERE skipped the row), a quoted field spans lines (the
+        # record numbers are no longer line numbers) or a line reads as COPY's end marker.
+        raise RowProblem("some lines are not one row each; the file is checked line by line", None)
     return StreamResult(digest.hexdigest(), cur.rowcount, total, header)
 
 

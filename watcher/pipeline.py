@@ -14,6 +14,8 @@ from typing import Any
 
 import psycopg
 import structlog
+from tenacity import RetryCallState, stop_any
+from tenacity.stop import stop_base
 
 from watcher import runs
 from watcher.config import Settings
@@ -126,13 +128,18 @@ class Pipeline:
             settings.max_line_bytes, settings.error_budget_fraction, settings.error_budget_rows
         )
         self.last_build_failed = False
+        self.should_stop: Callable[[], bool] | None = None
+        """Set by a long-running owner (the daemon): True ends retries early and stops passes."""
 
     def _retrying(self) -> Any:
-        return transient_retrying(
+        policy = transient_retrying(
             self.settings.retry_total_seconds,
             self.settings.retry_max_wait_seconds,
             on_retry=lambda _state: self.db.close(),
         )
+        if self.should_stop is None or not isinstance(policy.stop, stop_base):
+            return policy
+        return policy.copy(stop=stop_any(policy.stop, _StopWhen(self.should_stop)))
 
     def _with_database(self, action: Any) -> Any:
         """Run ``action(conn)`` with retries on transient faults; DatabaseUnavailable at the end."""
@@ -184,9 +191,11 @@ class Pipeline:
     ) -> PassResult:
         """Process the candidates, then one dbt build if anything landed; record the run.
 
-        ``should_stop`` is asked before each file and while a file streams: once it answers
-        True, no further file starts and the file in flight is rolled back (it stays pending).
+        ``should_stop`` (default: ``self.should_stop``) is asked before each file and while a
+        file streams: once it answers True, no further file starts and the file in flight is
+        rolled back (it stays pending).
         """
+        should_stop = should_stop or self.should_stop
         started = time.monotonic()
         result = PassResult(trigger)
         bound = log.bind(trigger=trigger)
@@ -377,12 +386,16 @@ class Pipeline:
             )
 
     def warm_up(self) -> None:
-        """Parse the dbt project now, so that the first build after a start is as quick as the next."""
+        """Parse the dbt project now, so that the first build after a start is as quick as the next.
+
+        Safe to call from another thread than the builds' own.
+        """
         if self.transformer is None or not self.settings.run_dbt or not self.transformer.available:
             return
         started = time.monotonic()
         try:
-            self.transformer._warm_runner()
+            with self.transformer._lock:  # a build meanwhile waits for this parse, not a second one
+                self.transformer._warm_runner()
         except TransformUnavailable as exc:
             log.warning("dbt_warm_up_failed", step="dbt", error=str(exc))
             return
@@ -390,6 +403,16 @@ class Pipeline:
 
     def close(self) -> None:
         self.db.close()
+
+
+class _StopWhen(stop_base):
+    """A tenacity stop condition: the owner asked to stop."""
+
+    def __init__(self, check: Callable[[], bool]) -> None:
+        self.check = check
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        return self.check()
 
 
 def _size_of(candidate: Candidate) -> int:

@@ -1,18 +1,31 @@
 """The slower path for a file whose fast COPY failed: load the good rows, quarantine the bad.
 
-Each line is checked in Python (a compiled pattern first, field parsing only for lines it
-refuses). Good lines go to COPY with their line number; bad lines, exactly as they were in the
-file, go to ``ops.rejected_rows`` with a reason. Rows are sent in segments, each under its own
-savepoint, so that a line the server still refuses costs one segment, not the file. When the
-file exceeds its error budget, none of its rows stay, but its bad lines are still recorded.
+The file is read again in 1 MiB blocks. A compiled pattern finds the runs of ordinary lines at C
+speed; only the lines it does not match are looked at in Python (``rowcheck``). Two COPY streams
+carry the good rows:
+
+* the main stream: one record per line of the file, in order: the ordinary lines exactly as they
+  are, and for every other line a placeholder of empty fields. Line numbers come from the table's
+  sequence (set to the segment's first line), as on the fast path, and ``WHERE <first required
+  column> IS NOT NULL`` drops the placeholders, so the clean runs cost no Python per row;
+* the side stream: the unusual lines that are still good (quoted fields, a quoted field spanning
+  lines, a different line end, spellings the server decides on), one per line with its explicit
+  line number.
+
+Bad lines, exactly as they were in the file, go to ``ops.rejected_rows`` with a reason. Each
+segment of each stream is sent under its own savepoint: a line the server still refuses costs a
+resend of that segment, not the file. When the file exceeds its error budget none of its rows
+stay, but its bad lines are still recorded.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
-import io
+import re
 import tempfile
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
@@ -20,19 +33,38 @@ from typing import Any, BinaryIO
 import psycopg
 from psycopg import sql
 
-from watcher.loader import DATA_ERRORS, copy_error_line, read_header
-from watcher.routes import Column, HeaderMapping, Route
+from watcher.loader import (
+    BLOCK_SIZE,
+    DATA_ERRORS,
+    Header,
+    ProgressCallback,
+    copy_statement,
+    read_header,
+    too_long_problem,
+)
+from watcher.routes import Column, HeaderMapping, Route, normalize_header
 from watcher.rowcheck import (
+    Checked,
     RowError,
-    Value,
     check_record,
-    line_pattern,
-    quotes_balanced,
+    csv_line,
+    plain_line_pattern,
+    plain_lines_pattern,
+    projection,
+    quote_count_is_odd,
     split_record,
 )
 
-SEGMENT_LINES = 50_000
-SEGMENT_BYTES = 8 << 20
+SEGMENT_BYTES = 16 << 20
+"""Main-stream bytes sent under one savepoint (a refused line costs a resend of at most this)."""
+SIDE_SEGMENT_ROWS = 500
+SIDE_SEGMENT_BYTES = 1 << 20
+MAX_RECORD_LINES = 100
+"""A quoted field may hold line ends; a record spanning more lines than this is a stray quote."""
+SHOWN_BYTES_OF_LONG_RECORD = 64 << 10
+
+_CONTEXT_LINE = re.compile(r"line (\d+)")
+_CONTEXT_COLUMN = re.compile(r"column (\w+)")
 
 
 @dataclass
@@ -55,45 +87,56 @@ class Budget:
     fraction: float
     rows: int
 
-    def exceeded(self, rejected: int, total: int) -> str | None:
+    def hard_limit_passed(self, rejected: int) -> bool:
+        """True once the file is over budget whatever its remaining lines hold."""
+        return rejected > self.rows
+
+    def exceeded(self, rejected: int, total: int, top_reason: str | None = None) -> str | None:
         if rejected > self.rows:
-            return f"{rejected} bad rows exceed the error budget of {self.rows} rows"
-        if total and rejected > self.fraction * total:
-            return (
-                f"{rejected} of {total} rows are bad ({rejected / total:.1%}), over the error"
-                f" budget of {self.fraction:.1%}; no row of this file was loaded"
+            what = f"{rejected:,} bad rows, over the error budget of {self.rows:,} rows"
+        elif total and rejected > self.fraction * total:
+            what = (
+                f"{rejected:,} of {total:,} rows are bad ({rejected / total:.1%}),"
+                f" over the error budget of {self.fraction:.1%}"
             )
-        return None
+        else:
+            return None
+        common = f" (most common: {top_reason})" if top_reason else ""
+        return (
+            f"{what}{common}; nothing of this file was loaded; its bad lines are in ops.rejected_rows."
+            " Fix the file, or raise the budget (WEARABLE_ERROR_BUDGET_FRACTION, WEARABLE_ERROR_BUDGET_ROWS"
+            " or the route's error_budget_*), then run `wearable-pipeline reprocess`"
+        )
 
 
-@dataclass
-class _Segment:
-    lines: list[bytes] = field(default_factory=list)
-    numbers: list[int] = field(default_factory=list)
-    originals: list[bytes] = field(default_factory=list)
-    size: int = 0
-
-    def add(self, number: int, payload: bytes, original: bytes) -> None:
-        self.lines.append(payload)
-        self.numbers.append(number)
-        self.originals.append(original)
-        self.size += len(payload) + len(original)
-
-    def full(self) -> bool:
-        return len(self.lines) >= SEGMENT_LINES or self.size >= SEGMENT_BYTES
+def show_raw_line(raw: bytes) -> str:
+    """The line as text without its line end; bytes that are not UTF-8 (and NUL) are escaped."""
+    if raw.endswith(b"\n"):
+        raw = raw[:-1]
+    if raw.endswith(b"\r"):
+        raw = raw[:-1]
+    return raw.decode("utf-8", errors="backslashreplace").replace("\x00", "\\x00")
 
 
-class _RejectSpool:
+class _Spool:
     """Bad lines wait in a temporary file (bounded memory) until the file's sha256 is known."""
 
     def __init__(self) -> None:
         self._file = tempfile.TemporaryFile(mode="w+", encoding="utf-8", newline="")
         self._writer = csv.writer(self._file)
         self.count = 0
+        self.kinds: Counter[str] = Counter()
 
-    def add(self, line_number: int, raw: bytes, reason: str) -> None:
-        self._writer.writerow([line_number, show_raw_line(raw), reason])
+    def add(self, line_number: int, raw: bytes, problem: RowError) -> None:
+        self._writer.writerow([line_number, show_raw_line(raw), problem.reason])
         self.count += 1
+        self.kinds[problem.kind] += 1
+
+    def top_reason(self) -> str | None:
+        if not self.kinds:
+            return None
+        kind, count = self.kinds.most_common(1)[0]
+        return f"{kind}, {plural(count, 'row')}"
 
     def copy_into_table(
         self, cur: psycopg.Cursor[Any], relative: str, sha256: str, table: str, run_id: int | None
@@ -107,70 +150,403 @@ class _RejectSpool:
         with cur.copy(statement) as copy:
             for line_number, raw, reason in csv.reader(self._file):
                 copy.write_row((int(line_number), raw, reason, relative, sha256, table, run_id))
+
+    def close(self) -> None:
         self._file.close()
 
 
-def show_raw_line(raw: bytes) -> str:
-    """The line as text without its line end; bytes that are not UTF-8 (or NUL) are escaped."""
-    text = raw.rstrip(b"\n").rstrip(b"\r").decode("utf-8", errors="backslashreplace")
-    return text.replace("\x00", "\\x00")
+@dataclass
+class _SideRecord:
+    number: int
+    payload: bytes
+    original: bytes
 
 
-def _lines(handle: BinaryIO, max_line_bytes: int, digest: Any) -> Iterator[tuple[bytes, bool]]:
-    """Yield (line, too_long); a line over the bound is cut there and its rest is skipped."""
-    while line := handle.readline(max_line_bytes + 1):
-        digest.update(line)
-        if len(line) > max_line_bytes and not line.endswith(b"\n"):
-            while rest := handle.readline(max_line_bytes):
-                digest.update(rest)
-                if rest.endswith(b"\n"):
-                    break
-            yield line[:max_line_bytes], True
+@dataclass
+class _Piece:
+    """What one block of the file became: main-stream records (one per line) and side records."""
+
+    first_line: int
+    offset: int
+    main: bytes
+    lines: int
+    side: list[_SideRecord] = field(default_factory=list)
+
+
+class _Scanner:
+    """Reads the file after its header and sorts each line: main stream, side stream or spool."""
+
+    def __init__(
+        self,
+        handle: BinaryIO,
+        header: Header,
+        max_line_bytes: int,
+        spool: _Spool,
+        progress: ProgressCallback | None,
+    ) -> None:
+        self.handle = handle
+        self.max_line_bytes = max_line_bytes
+        self.spool = spool
+        self.progress = progress
+        self.columns = header.mapping.file_columns
+        self.eol = b"\r\n" if header.raw.endswith(b"\r\n") else b"\n"
+        self.run = plain_lines_pattern(self.columns, self.eol)
+        self.single = re.compile(plain_line_pattern(self.columns, self.eol))
+        self.project = projection(self.columns, self.eol) if header.mapping.needs_projection else None
+        width = len(header.mapping.copy_columns)
+        self.placeholder = b"," * (width - 1) + self.eol
+        self.header_keys = [normalize_header(c) for c in header.cells]
+        self.digest = hashlib.sha256(header.raw)
+        self.bytes_read = len(header.raw)
+        self.next_line = 2
+        self.good = 0
+        self.blank = 0
+        self.pending: list[bytes] = []
+        self.pending_start = 0
+        self._out: list[bytes] = []
+        self._side: list[_SideRecord] = []
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def pieces(self) -> Iterator[_Piece]:
+        carry = b""
+        offset = self.bytes_read
+        while block := self.handle.read(BLOCK_SIZE):
+            self.digest.update(block)
+            self.bytes_read += len(block)
+            if self.progress is not None:
+                self.progress(len(block))
+            if carry:
+                first_end = block.find(b"\n")
+                if (first_end if first_end >= 0 else len(block)) + len(carry) > self.max_line_bytes:
+                    raise too_long_problem(self.next_line, self.max_line_bytes)
+                buf = carry + block
+            else:
+                buf = block
+            cut = buf.rfind(b"\n") + 1
+            complete, carry = buf[:cut], buf[cut:]
+            if len(carry) > self.max_line_bytes:
+                raise too_long_problem(self.next_line + complete.count(b"\n"), self.max_line_bytes)
+            if complete:
+                if self.max_line_bytes < BLOCK_SIZE:
+                    self._check_line_lengths(complete)
+                yield self._scan(complete, offset)
+                offset += len(complete)
+        if carry:  # the last line has no line end
+            yield self._scan(carry + self.eol, offset)
+        while self.pending:
+            first = self.next_line
+            self._give_up()
+            yield self._take(first, offset)
+
+    def _check_line_lengths(self, complete: bytes) -> None:
+        for index, line in enumerate(complete.split(b"\n")):
+            if len(line) > self.max_line_bytes:
+                raise too_long_problem(self.next_line + index, self.max_line_bytes)
+
+    def _scan(self, buf: bytes, offset: int) -> _Piece:
+        first = self.next_line
+        pos, end = 0, len(buf)
+        while pos < end:
+            if not self.pending:
+                run = self.run.match(buf, pos)
+                stop = run.end() if run else pos
+                if stop > pos:
+                    chunk = buf[pos:stop]
+                    count = chunk.count(b"\n")
+                    self._out.append(self._projected(chunk))
+                    self.next_line += count
+                    self.good += count
+                    pos = stop
+                    if pos >= end:
+                        break
+            newline = buf.find(b"\n", pos)
+            line = buf[pos : newline + 1]
+            pos = newline + 1
+            number = self.next_line
+            self.next_line += 1
+            self._feed(number, line)
+        return self._take(first, offset)
+
+    def _take(self, first: int, offset: int) -> _Piece:
+        main = b"".join(self._out)
+        piece = _Piece(first, offset, main, main.count(b"\n"), self._side)
+        self._out, self._side = [], []
+        return piece
+
+    def _projected(self, chunk: bytes) -> bytes:
+        if self.project is None:
+            return chunk
+        pattern, template = self.project
+        return pattern.sub(template, chunk)
+
+    # -- one line at a time (only the lines the pattern did not take) -------------------------
+
+    def _feed(self, number: int, line: bytes) -> None:
+        if self.pending:
+            self.pending.append(line)
+            if not quote_count_is_odd(b"".join(self.pending)):
+                self._resolve()
+            elif len(self.pending) >= MAX_RECORD_LINES or sum(map(len, self.pending)) > self.max_line_bytes:
+                self._give_up()
+            return
+        if quote_count_is_odd(line):
+            self.pending, self.pending_start = [line], number
+            return
+        if self.single.fullmatch(line):
+            self._out.append(self._projected(line))
+            self.good += 1
+            return
+        content = _without_line_end(line)
+        if not content.strip(b" \t\r\v\f"):
+            self.blank += 1
+            self._out.append(self.placeholder)
+            return
+        self._verdict(number, line, content, 1)
+
+    def _resolve(self) -> None:
+        """A quoted field spanned several lines and is closed now: one record."""
+        lines, start = self.pending, self.pending_start
+        self.pending = []
+        record = b"".join(lines)
+        checked = self._check(_without_line_end(record))
+        if isinstance(checked, RowError) and checked.kind in ("wrong number of fields", "unterminated quote"):
+            self.pending, self.pending_start = lines, start
+            self._give_up()  # more likely a stray quote than a record: the lines after it count
+            return
+        self._verdict(start, record, None, len(lines), checked)
+
+    def _give_up(self) -> None:
+        """The quote on the first pending line is never closed sensibly: that line alone is bad."""
+        lines, start = self.pending, self.pending_start
+        self.pending = []
+        problem = RowError(
+            "a quoted field is never closed (odd number of '\"' characters)", "unterminated quote"
+        )
+        self.spool.add(start, lines[0], problem)
+        self._out.append(self.placeholder)
+        for index, line in enumerate(lines[1:], start=1):
+            self._feed(start + index, line)
+
+    def _verdict(
+        self,
+        number: int,
+        record: bytes,
+        content: bytes | None,
+        line_count: int,
+        checked: Checked | RowError | None = None,
+    ) -> None:
+        if checked is None:
+            checked = self._check(content if content is not None else _without_line_end(record))
+        if isinstance(checked, RowError):
+            shown = record if len(record) <= SHOWN_BYTES_OF_LONG_RECORD else record[:SHOWN_BYTES_OF_LONG_RECORD]
+            self.spool.add(number, shown, checked)
         else:
-            yield line, False
+            payload = b"%d," % number + csv_line(checked.values).encode("utf-8") + b"\n"
+            self._side.append(_SideRecord(number, payload, record))
+            self.good += 1
+        self._out.append(self.placeholder * line_count)
 
-
-def _project(values: list[Value]) -> bytes:
-    out = io.StringIO()
-    csv.writer(out, lineterminator="").writerow(["" if v is None else _csv_value(v) for v in values])
-    return out.getvalue().encode("utf-8")
-
-
-def _csv_value(value: Value) -> str:
-    return repr(value) if isinstance(value, float) else str(value)
-
-
-class _Checker:
-    """Turns file lines into COPY payloads or reasons."""
-
-    def __init__(self, file_columns: tuple[Column | None, ...]) -> None:
-        self.file_columns = file_columns
-        self.pattern = line_pattern(file_columns)
-        self.keep = [i for i, c in enumerate(file_columns) if c is not None]
-        self.project = len(self.keep) != len(file_columns)
-
-    def check(self, content: bytes) -> bytes | RowError:
-        if not content.strip():
-            return RowError("empty line")
-        if self.pattern.fullmatch(content):
-            body = content.rstrip(b"\r")
-            if self.project:
-                cells = body.split(b",")
-                body = b",".join(cells[i] for i in self.keep)
-            return body
+    def _check(self, content: bytes) -> Checked | RowError:
         try:
             text = content.decode("utf-8")
         except UnicodeDecodeError as exc:
-            return RowError(f"not UTF-8 text (byte {exc.start + 1} of the line)")
+            return RowError(f"the line is not UTF-8 text (byte {exc.start + 1} is 0x{content[exc.start]:02x})", "not UTF-8")
         if "\x00" in text:
-            return RowError("contains NUL bytes (binary data)")
-        fields = split_record(text.rstrip("\r"))
+            return RowError("the line contains a NUL byte (binary data?)", "binary data")
+        fields = split_record(text)
         if isinstance(fields, RowError):
             return fields
-        values = check_record(fields, self.file_columns)
-        if isinstance(values, RowError):
-            return values
-        return _project(values)
+        if any("\r" in f.text for f in fields if not f.quoted):
+            return RowError("a carriage return (CR) in the middle of the line", "stray carriage return")
+        if len(fields) == len(self.header_keys) and [
+            normalize_header(f.text) for f in fields
+        ] == self.header_keys:
+            return RowError("the header line again (were two files joined into one?)", "repeated header")
+        return check_record(fields, self.columns)
+
+
+def _without_line_end(line: bytes) -> bytes:
+    if line.endswith(b"\n"):
+        line = line[:-1]
+        if line.endswith(b"\r"):
+            line = line[:-1]
+    return line
+
+
+@dataclass
+class _Segment:
+    start: int
+    offset: int
+    chunks: list[bytes] = field(default_factory=list)
+    size: int = 0
+    side: list[_SideRecord] = field(default_factory=list)
+    side_size: int = 0
+
+
+class _Writer:
+    """Sends pieces to the two COPY streams under savepoints, resending what the server refuses."""
+
+    def __init__(
+        self,
+        conn: psycopg.Connection[Any],
+        cur: psycopg.Cursor[Any],
+        route: Route,
+        mapping: HeaderMapping,
+        handle: BinaryIO,
+        spool: _Spool,
+        scanner: _Scanner,
+    ) -> None:
+        self.conn, self.cur, self.route, self.handle, self.spool = conn, cur, route, handle, spool
+        self.max_line_bytes = scanner.max_line_bytes
+        self.placeholder = scanner.placeholder
+        self.main_statement = sql.SQL("{} WHERE {}").format(
+            copy_statement(route, mapping.copy_columns), _not_placeholder(mapping)
+        )
+        self.side_statement = copy_statement(route, ("_line_number", *mapping.copy_columns))
+        self.columns = {c.name: c for c in mapping.file_columns if c is not None}
+        self.sequence = sql.Identifier(*route.sequence).as_string(conn)
+        self.loaded = 0
+        self.refused = 0
+        self.stopped = False
+        self._segment: _Segment | None = None
+        self._stack = contextlib.ExitStack()
+        self._copy: Any = None
+
+    def __enter__(self) -> _Writer:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc is not None:
+            self._stack.__exit__(exc_type, exc, tb)  # the open COPY and its savepoint roll back
+
+    def add(self, piece: _Piece) -> None:
+        if self.stopped:
+            return
+        if self._segment is None:
+            self._segment = _Segment(piece.first_line, piece.offset)
+            self._open_main(piece.first_line)
+        segment = self._segment
+        if piece.main:
+            self._copy.write(piece.main)
+            segment.chunks.append(piece.main)
+            segment.size += len(piece.main)
+        segment.side.extend(piece.side)
+        segment.side_size += sum(len(r.payload) for r in piece.side)
+        if segment.size >= SEGMENT_BYTES or segment.side_size >= SEGMENT_BYTES:
+            self.close_segment()
+
+    def stop(self) -> None:
+        """The file is over budget whatever comes: nothing more is sent (it will not stay)."""
+        self.close_segment()
+        self.stopped = True
+
+    def close_segment(self) -> None:
+        segment, self._segment = self._segment, None
+        if segment is None:
+            return
+        try:
+            self._stack.close()
+            self.loaded += self.cur.rowcount
+        except DATA_ERRORS as exc:
+            self._resend_main(segment, exc)
+        self._send_side(segment.side)
+
+    def _open_main(self, first_line: int) -> None:
+        self._stack.enter_context(self.conn.transaction())
+        self.cur.execute("SELECT setval(%s::regclass, %s, false)", (self.sequence, first_line))
+        self._copy = self._stack.enter_context(self.cur.copy(self.main_statement))
+
+    def _resend_main(self, segment: _Segment, exc: Exception) -> None:
+        data = b"".join(segment.chunks)
+        segment.chunks = []
+        while True:
+            index = _context_line(exc) or 0
+            start, end = _nth_line(data, index) if index > 0 else (-1, -1)
+            if start < 0:
+                raise exc
+            number = segment.start + index - 1
+            self.spool.add(number, self._line_from_file(segment.offset, index - 1), self._server_problem(exc))
+            self.refused += 1
+            data = data[:start] + self.placeholder + data[end:]
+            try:
+                with self.conn.transaction():
+                    self.cur.execute("SELECT setval(%s::regclass, %s, false)", (self.sequence, segment.start))
+                    with self.cur.copy(self.main_statement) as copy:
+                        copy.write(data)
+                self.loaded += self.cur.rowcount
+                return
+            except DATA_ERRORS as again:
+                exc = again
+
+    def _send_side(self, records: list[_SideRecord]) -> None:
+        while records and not self.stopped:
+            chunk: list[_SideRecord] = []
+            size = 0
+            while records and len(chunk) < SIDE_SEGMENT_ROWS and size < SIDE_SEGMENT_BYTES:
+                chunk.append(records.pop(0))
+                size += len(chunk[-1].payload)
+            self._send_side_chunk(chunk)
+
+    def _send_side_chunk(self, chunk: list[_SideRecord]) -> None:
+        while chunk:
+            try:
+                with self.conn.transaction(), self.cur.copy(self.side_statement) as copy:
+                    copy.write(b"".join(r.payload for r in chunk))
+                self.loaded += self.cur.rowcount
+                return
+            except DATA_ERRORS as exc:
+                index = _context_line(exc)
+                if not index or not 1 <= index <= len(chunk):
+                    raise
+                refused = chunk.pop(index - 1)
+                self.spool.add(refused.number, refused.original, self._server_problem(exc))
+                self.refused += 1
+
+    def _line_from_file(self, offset: int, skip: int) -> bytes:
+        position = self.handle.tell()
+        try:
+            self.handle.seek(offset)
+            for _ in range(skip):
+                self.handle.readline(self.max_line_bytes + 2)
+            return self.handle.readline(self.max_line_bytes + 2)
+        finally:
+            self.handle.seek(position)
+
+    def _server_problem(self, exc: BaseException) -> RowError:
+        diag = getattr(exc, "diag", None)
+        message = getattr(diag, "message_primary", None) or str(exc).splitlines()[0]
+        context = getattr(diag, "context", None) or ""
+        match = _CONTEXT_COLUMN.search(context)
+        column: Column | None = self.columns.get(match.group(1)) if match else None
+        prefix = f"{column.header}: " if column else ""
+        return RowError(f"{prefix}{message}", "refused by the database")
+
+
+def _not_placeholder(mapping: HeaderMapping) -> sql.Composable:
+    """A main-stream row is a placeholder when its first required value is null (never so for a
+    line that was let through: a required value must not be empty)."""
+    required = [c for c in mapping.file_columns if c is not None and c.required]
+    if required:
+        return sql.SQL("{} IS NOT NULL").format(sql.Identifier(required[0].name))
+    return sql.SQL("num_nonnulls({}) > 0").format(sql.SQL(", ").join(map(sql.Identifier, mapping.copy_columns)))
+
+
+def _context_line(exc: BaseException) -> int | None:
+    context = getattr(getattr(exc, "diag", None), "context", None) or ""
+    match = _CONTEXT_LINE.search(context)
+    return int(match.group(1)) if match else None
+
+
+def _nth_line(data: bytes, index: int) -> tuple[int, int]:
+    """(start, end) of the index-th line (1-based) of ``data``, end after its line end."""
+    start = 0
+    for _ in range(index - 1):
+        start = data.find(b"\n", start) + 1
+        if start == 0:
+            return -1, -1
+    end = data.find(b"\n", start) + 1
+    return (start, end) if end > 0 else (-1, -1)
 
 
 def load_with_quarantine(
@@ -181,68 +557,46 @@ def load_with_quarantine(
     run_id: int | None,
     max_line_bytes: int,
     budget: Budget,
+    progress: ProgressCallback | None = None,
 ) -> QuarantineResult:
     """Load the good rows of ``handle`` (at its start) and record the bad ones."""
     header = read_header(handle, route, max_line_bytes)
-    digest = hashlib.sha256(header.raw)
-    total_bytes = len(header.raw)
-    checker = _Checker(header.mapping.file_columns)
-    columns = ("_line_number", *header.mapping.copy_columns)
-    statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(
-        sql.Identifier(*route.qualified_table), sql.SQL(", ").join(map(sql.Identifier, columns))
-    )
-    spool = _RejectSpool()
-    loaded = 0
-    with conn.transaction() as rows_savepoint, conn.cursor() as cur:
-        segment = _Segment()
-        line_number = 1
-        pending = b""
-        pending_start = 0
-        for line, too_long in _lines(handle, max_line_bytes, digest):
-            line_number += 1
-            total_bytes += len(line)
-            if too_long:
-                spool.add(line_number, line, f"line longer than {max_line_bytes} bytes")
-                pending = b""
-                continue
-            if pending:
-                pending += line
-                if not quotes_balanced(pending) and len(pending) <= max_line_bytes:
-                    continue
-                record, number, pending = pending, pending_start, b""
-            elif not quotes_balanced(line):
-                pending, pending_start = line, line_number
-                continue
-            else:
-                record, number = line, line_number
-            content = record[:-1] if record.endswith(b"\n") else record
-            result = checker.check(content)
-            if isinstance(result, RowError):
-                spool.add(number, record, result.reason)
-                continue
-            segment.add(number, b"%d," % number + result + b"\n", record)
-            if segment.full():
-                loaded += _flush(conn, cur, statement, segment, spool)
-                segment = _Segment()
-        if pending:
-            spool.add(pending_start, pending, "unterminated quoted field at the end of the file")
-        loaded += _flush(conn, cur, statement, segment, spool)
-        sha256 = digest.hexdigest()
-        over = budget.exceeded(spool.count, loaded + spool.count)
-        if over:
-            loaded = 0
-            raise psycopg.Rollback(rows_savepoint)
-    with conn.cursor() as cur:
-        spool.copy_into_table(cur, relative, sha256, route.table, run_id)
-    return QuarantineResult(
-        sha256,
-        loaded,
-        spool.count,
-        total_bytes,
-        header.mapping,
-        header_warnings(header.mapping),
-        over,
-    )
+    spool = _Spool()
+    try:
+        scanner = _Scanner(handle, header, max_line_bytes, spool, progress)
+        with conn.transaction() as rows_savepoint, conn.cursor() as cur:
+            with _Writer(conn, cur, route, header.mapping, handle, spool, scanner) as writer:
+                for piece in scanner.pieces():
+                    writer.add(piece)
+                    if not writer.stopped and budget.hard_limit_passed(spool.count):
+                        writer.stop()
+                writer.close_segment()
+            total = scanner.good + spool.count - writer.refused
+            over = budget.exceeded(spool.count, total, spool.top_reason())
+            if over is None and writer.loaded == 0 and spool.count:
+                over = f"none of its {spool.count:,} rows could be loaded (most common: {spool.top_reason()})"
+            loaded = 0 if over else writer.loaded
+            if over:
+                raise psycopg.Rollback(rows_savepoint)
+        sha256 = scanner.digest.hexdigest()
+        if spool.count:
+            with conn.cursor() as cur:
+                spool.copy_into_table(cur, relative, sha256, route.table, run_id)
+    finally:
+        spool.close()
+    notes = list(header_warnings(header.mapping))
+    if spool.count and not over:
+        notes.append(
+            f"{plural(spool.count, 'bad line')} not loaded, recorded in ops.rejected_rows"
+            f" (most common: {spool.top_reason()})"
+        )
+    if scanner.blank:
+        notes.append(f"{plural(scanner.blank, 'blank line')} skipped")
+    return QuarantineResult(sha256, loaded, spool.count, scanner.bytes_read, header.mapping, tuple(notes), over)
+
+
+def plural(count: int, noun: str) -> str:
+    return f"{count:,} {noun}" + ("" if count == 1 else "s")
 
 
 def header_warnings(mapping: HeaderMapping) -> tuple[str, ...]:
@@ -253,32 +607,3 @@ def header_warnings(mapping: HeaderMapping) -> tuple[str, ...]:
         notes.append(f"optional columns missing, loaded as null: {', '.join(mapping.missing_optional)}")
     return tuple(notes)
 
-
-def _flush(
-    conn: psycopg.Connection[Any],
-    cur: psycopg.Cursor[Any],
-    statement: sql.Composed,
-    segment: _Segment,
-    spool: _RejectSpool,
-) -> int:
-    """COPY one segment; a line the server refuses is moved to the spool and the rest retried."""
-    lines, numbers, originals = segment.lines, segment.numbers, segment.originals
-    while lines:
-        try:
-            with conn.transaction(), cur.copy(statement) as copy:
-                for payload in lines:
-                    copy.write(payload)
-            return len(lines)
-        except DATA_ERRORS as exc:
-            position = copy_error_line(exc)
-            if position is None or not 2 <= position <= len(lines) + 1:
-                raise
-            index = position - 2
-            spool.add(numbers[index], originals[index], _server_reason(exc))
-            del lines[index], numbers[index], originals[index]
-    return 0
-
-
-def _server_reason(exc: BaseException) -> str:
-    diag = getattr(exc, "diag", None)
-    return getattr(diag, "message_primary", None) or str(exc).splitlines()[0]

@@ -65,6 +65,8 @@ class Observation:
     signature: Signature | None = None
     signature_since: float = float("-inf")
     """Clock time at which the current signature was first seen (a change the stat noticed)."""
+    checked_at: float = float("-inf")
+    """Clock time of the last stat."""
 
     @property
     def waits_for_writer(self) -> bool:
@@ -177,7 +179,9 @@ class Tracker:
             if path in self._files:
                 return False
             changed_at = now - age
-            self._files[path] = Observation(path, origin, State.SEEN, now, changed_at, signature, changed_at)
+            self._files[path] = Observation(
+                path, origin, State.SEEN, now, changed_at, signature, changed_at, checked_at=now
+            )
         return True
 
     def restore(self, items: Iterable[Settled]) -> None:
@@ -226,11 +230,14 @@ class Tracker:
                 continue
             if signature is None:
                 del self._files[path]  # gone before it settled
-            elif signature != obs.signature:
-                # The first look trusts the events (no later event: no later change); a change
-                # the stat sees afterwards restarts the window.
-                obs.signature_since = now if obs.signature is not None else obs.last_activity
+                continue
+            if signature != obs.signature:
+                # An event since the last look explains the change: the window runs from that
+                # event. A change no event announced restarts the window now.
+                explained = obs.signature is None or obs.last_activity >= obs.checked_at
+                obs.signature_since = obs.last_activity if explained else now
                 obs.signature = signature
+            obs.checked_at = now
 
     def paths(self) -> list[str]:
         with self._lock:

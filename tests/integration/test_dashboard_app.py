@@ -1,7 +1,8 @@
-"""The Streamlit page and the Grafana engagement dashboard, against a real PostgreSQL database.
+"""The Streamlit page and the Grafana engagement dashboard, against real marts in PostgreSQL.
 
-Until the dbt marts land, the tests build the four mart tables themselves from the sample-data
-generator (same columns as the dbt models), so the page and the dashboard SQL meet a real server.
+A module fixture generates the sample export (12 users, 60 days: three users of each profile),
+loads it with the real pipeline (`python -m watcher watch --once`, dbt included) into a database
+of its own, and the page, its screenshot and the dashboard's SQL all read the marts dbt built.
 """
 
 from __future__ import annotations
@@ -14,31 +15,32 @@ import os
 import select
 import shutil
 import socket
-import statistics
 import struct
 import subprocess
 import sys
 import time
 import urllib.request
+import uuid
 from collections.abc import Iterator
-from datetime import date, timedelta
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import psycopg
 import pytest
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from streamlit.testing.v1 import AppTest
 
 from watcher.dashboard_app import TREND_CLASSES, headline, trend_shares
-from watcher.sample_data import BASELINE_DAYS, UserPlan, plan_users, user_days
+from watcher.sample_data import UserPlan, generate, plan_users
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 APP = REPO_ROOT / "watcher" / "dashboard_app.py"
 ENGAGEMENT_DASHBOARD = REPO_ROOT / "deploy" / "grafana" / "dashboards" / "engagement.json"
 ARTIFACTS = REPO_ROOT / "tests" / "artifacts"
-START = date(2016, 3, 12)
-DAYS = 56
+USERS, DAYS, SEED = 12, 60, 7
 PROFILE_CLASS = {
     "steady": "consistent",
     "declining": "degrading",
@@ -47,83 +49,54 @@ PROFILE_CLASS = {
 }
 DB_ENV = ("DATABASE_URL", "DB_HOST", "DB_PORT", "DB_NAME", "DB_USER", "DB_PASSWORD")
 
-MARTS_DDL = """
-CREATE SCHEMA IF NOT EXISTS marts;
-CREATE TABLE marts.user_activity_deviation (
-    user_id bigint, activity_date date, steps integer, baseline_steps double precision,
-    steps_pct_of_baseline double precision);
-CREATE TABLE marts.user_weekly_engagement (
-    user_id bigint, week_number integer, week_start date, active_days integer,
-    mean_steps double precision, mean_pct_of_baseline double precision);
-CREATE TABLE marts.user_engagement_trend (user_id bigint, trend_class text);
-CREATE TABLE marts.cohort_weekly_engagement (
-    week_number integer, week_start date, users_active integer,
-    mean_pct_of_baseline double precision, share_degrading double precision);
-"""
+
+@dataclass(frozen=True)
+class Marts:
+    url: str
+    plans: list[UserPlan]
 
 
-def user_rows(plan: UserPlan) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
-    """Daily deviation and weekly rows of one generated user (worn days only)."""
-    activity, _ = user_days(plan, START, DAYS, seed=7)
-    worn = [(r.day, r.steps) for r in activity if r.steps > 0]
-    baseline = statistics.mean(s for d, s in worn if d < START + timedelta(days=BASELINE_DAYS))
-    daily = [(plan.user_id, d, s, baseline, 100 * s / baseline) for d, s in worn]
-    weekly = []
-    for week in range(DAYS // 7):
-        days = [row for row in daily if (row[1] - START).days // 7 == week]
-        if days:
-            steps = statistics.mean(r[2] for r in days)
-            weekly.append(
-                (
-                    plan.user_id,
-                    week + 1,
-                    START + timedelta(weeks=week),
-                    len(days),
-                    steps,
-                    100 * steps / baseline,
-                )
-            )
-    return daily, weekly
+def with_dbname(url: str, dbname: str) -> str:
+    params = conninfo_to_dict(url)
+    params["dbname"] = dbname
+    return make_conninfo(**{k: str(v) for k, v in params.items() if v is not None})
 
 
-def cohort_rows(weekly: list[tuple[Any, ...]], degrading: set[int]) -> list[tuple[Any, ...]]:
-    rows = []
-    for week in sorted({w[1] for w in weekly}):
-        of_week = [w for w in weekly if w[1] == week]
-        share = sum(w[0] in degrading for w in of_week) / len(of_week)
-        rows.append((week, of_week[0][2], len(of_week), statistics.mean(w[5] for w in of_week), share))
-    return rows
+def run_pipeline_once(url: str, data_dir: Path, workdir: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DB_", "WEARABLE_"))}
+    env["DATABASE_URL"] = url
+    cmd = [sys.executable, "-m", "watcher", "watch", "--once", "--data-dir", str(data_dir),
+           "--metrics-addr", "off"]  # fmt: skip
+    done = subprocess.run(cmd, env=env, cwd=workdir, capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, f"the pipeline failed ({done.returncode}):\n{done.stderr[-3000:]}"
 
 
-def build_marts(url: str) -> list[UserPlan]:
-    plans = plan_users(12, 7)
-    daily: list[tuple[Any, ...]] = []
-    weekly: list[tuple[Any, ...]] = []
-    for plan in plans:
-        d, w = user_rows(plan)
-        daily += d
-        weekly += w
-    degrading = {p.user_id for p in plans if p.profile == "declining"}
-    trends = [(p.user_id, PROFILE_CLASS[p.profile]) for p in plans]
-    with psycopg.connect(url) as conn, conn.cursor() as cur:
-        cur.execute(MARTS_DDL)
-        cur.executemany("INSERT INTO marts.user_activity_deviation VALUES (%s,%s,%s,%s,%s)", daily)
-        cur.executemany("INSERT INTO marts.user_weekly_engagement VALUES (%s,%s,%s,%s,%s,%s)", weekly)
-        cur.executemany("INSERT INTO marts.user_engagement_trend VALUES (%s,%s)", trends)
-        cur.executemany(
-            "INSERT INTO marts.cohort_weekly_engagement VALUES (%s,%s,%s,%s,%s)",
-            cohort_rows(weekly, degrading),
+@pytest.fixture(scope="module")
+def marts(pg_admin_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Marts]:
+    """A database holding the marts dbt built from the generated sample export."""
+    name = f"wp_test_dash_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        url = with_dbname(pg_admin_url, name)
+        data_dir = tmp_path_factory.mktemp("data_lake")
+        generate(data_dir, users=USERS, days=DAYS, seed=SEED)
+        run_pipeline_once(url, data_dir, tmp_path_factory.mktemp("workdir"))
+        yield Marts(url, plan_users(USERS, SEED))
+    finally:
+        with psycopg.connect(pg_admin_url, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def latest_cohort_week(url: str) -> dict[str, Any]:
+    with psycopg.connect(url) as conn:
+        cur = conn.execute(
+            "SELECT week_number, users_active, mean_pct_of_baseline, share_degrading"
+            " FROM marts.cohort_weekly_engagement ORDER BY week_number DESC LIMIT 1"
         )
-        cur.execute(
-            "INSERT INTO ops.pipeline_runs (trigger, finished_at, status, files_loaded, "
-            "rows_loaded, dbt_status) VALUES ('event', now(), 'success', 4, 720, 'success')"
-        )
-    return plans
-
-
-@pytest.fixture
-def marts_url(migrated_url: str) -> Iterator[tuple[str, list[UserPlan]]]:
-    yield migrated_url, build_marts(migrated_url)
+        row = cur.fetchone()
+        assert row is not None
+        return dict(zip([d.name for d in cur.description or ()], row, strict=True))
 
 
 @pytest.fixture
@@ -162,30 +135,30 @@ def test_headline_takes_the_latest_week() -> None:
         {
             "week_number": [2, 1],
             "users_active": [9, 10],
-            "mean_pct_of_baseline": [80.0, 100.0],
+            "mean_pct_of_baseline": [0.8, 1.0],
             "share_degrading": [0.3, 0.0],
         }
     )
     head = headline(cohort, pd.DataFrame({"user_id": range(10), "trend_class": ["x"] * 10}))
     assert (head.users, head.latest_week, head.users_active) == (10, 2, 9)
-    assert (head.latest_pct_of_baseline, head.latest_share_degrading) == (80.0, 0.3)
+    assert (head.latest_pct_of_baseline, head.latest_share_degrading) == (0.8, 0.3)
 
 
 # --- the page against a real database -------------------------------------------------------
 
 
-def test_page_shows_cohort_trend_classes_and_a_user(
-    marts_url: tuple[str, list[UserPlan]], app_env: pytest.MonkeyPatch
-) -> None:
-    url, plans = marts_url
-    app_env.setenv("DATABASE_URL", url)
+def test_page_shows_cohort_trend_classes_and_a_user(marts: Marts, app_env: pytest.MonkeyPatch) -> None:
+    app_env.setenv("DATABASE_URL", marts.url)
     at = run_app()
     assert at.title[0].value == "Wearable engagement"
     metrics = {m.label: m.value for m in at.metric}
-    assert metrics["Users"] == "12"
-    assert metrics["Users active"] == "12"
-    assert any(label.startswith("Cohort activity, week 8") for label in metrics)
-    assert metrics["Users degrading"] == "25%"
+    latest = latest_cohort_week(marts.url)
+    assert metrics["Users"] == str(USERS)
+    assert metrics["Users active"] == str(latest["users_active"])
+    assert metrics[f"Cohort activity, week {latest['week_number']}"] == (
+        f"{latest['mean_pct_of_baseline']:.0%} of baseline"
+    )
+    assert metrics["Users degrading"] == f"{latest['share_degrading']:.0%}"
     subheaders = [s.value for s in at.subheader]
     assert subheaders == ["Cohort activity against baseline", "Users by trend class", "One user"]
     shares = at.dataframe[0].value
@@ -197,14 +170,15 @@ def test_page_shows_cohort_trend_classes_and_a_user(
     }
     assert len(at.get("vega_lite_chart")) == 3
     select = at.selectbox(key="user_id")
-    assert list(select.options) == [f"{p.user_id} ({PROFILE_CLASS[p.profile]})" for p in plans]
+    assert list(select.options) == [f"{p.user_id} ({PROFILE_CLASS[p.profile]})" for p in marts.plans]
 
-    declining = next(p for p in plans if p.profile == "declining")
+    declining = next(p for p in marts.plans if p.profile == "declining")
     select.set_value(declining.user_id).run()
     assert not at.exception
     assert f"**User {declining.user_id} (degrading)**" in [m.value for m in at.markdown]
     weekly = at.dataframe[1].value
-    assert list(weekly["week_number"]) == list(range(1, 9))
+    assert list(weekly["week_number"]) == list(range(9))  # 60 days from the first active day
+    assert weekly["mean_pct_of_baseline"].iloc[0] > 80  # shown in percent
     assert weekly["mean_pct_of_baseline"].iloc[-1] < 60
     assert any("Last pipeline run finished" in c.value and "success" in c.value for c in at.caption)
 
@@ -233,6 +207,45 @@ def test_page_reports_an_unreachable_database_without_its_password(
     assert "s3cret-pw" not in message
 
 
+@contextlib.contextmanager
+def role_url(marts: Marts, *grants: sql.SQL) -> Iterator[str]:
+    """A login role with only the given grants (``{}`` stands for the role); its URL."""
+    role = f"wp_reader_{uuid.uuid4().hex[:10]}"
+    ident = sql.Identifier(role)
+    with psycopg.connect(marts.url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(ident, sql.Literal(uuid.uuid4().hex)))
+        for grant in grants:
+            conn.execute(grant.format(ident))
+    params = conninfo_to_dict(marts.url)
+    params.update(user=role, password="unused-with-trust")
+    try:
+        yield make_conninfo(**{k: str(v) for k, v in params.items() if v is not None})
+    finally:
+        with psycopg.connect(marts.url, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP OWNED BY {}").format(ident))
+            conn.execute(sql.SQL("DROP ROLE {}").format(ident))
+
+
+def test_page_works_for_a_read_only_role_on_the_marts(marts: Marts, app_env: pytest.MonkeyPatch) -> None:
+    grants = (
+        sql.SQL("GRANT USAGE ON SCHEMA marts TO {}"),
+        sql.SQL("GRANT SELECT ON ALL TABLES IN SCHEMA marts TO {}"),
+    )
+    with role_url(marts, *grants) as url:
+        app_env.setenv("DATABASE_URL", url)
+        at = run_app()
+    assert {m.label for m in at.metric} >= {"Users", "Users degrading", "Users active"}
+    assert not any("Last pipeline run" in c.value for c in at.caption)  # no grant on ops
+
+
+def test_page_says_when_the_role_may_not_read_the_marts(marts: Marts, app_env: pytest.MonkeyPatch) -> None:
+    with role_url(marts, sql.SQL("GRANT USAGE ON SCHEMA marts TO {}")) as url:
+        app_env.setenv("DATABASE_URL", url)
+        at = run_app()
+    assert "may not read the marts" in at.error[0].value
+    assert not at.metric
+
+
 # --- the Grafana engagement dashboard's SQL against the same marts --------------------------
 
 
@@ -245,17 +258,14 @@ def engagement_queries() -> list[tuple[str, str]]:
     return queries
 
 
-def test_engagement_dashboard_queries_run_against_the_marts(
-    marts_url: tuple[str, list[UserPlan]],
-) -> None:
-    url, plans = marts_url
+def test_engagement_dashboard_queries_run_against_the_marts(marts: Marts) -> None:
     board = json.loads(ENGAGEMENT_DASHBOARD.read_text())
     x_fields = {p["title"]: p["options"].get("xField") for p in board["panels"] if "options" in p}
     queries = engagement_queries()
     assert len(queries) >= 10
-    with psycopg.connect(url) as conn:
+    with psycopg.connect(marts.url) as conn:
         for title, query in queries:
-            text = query.replace("$user_id", str(plans[0].user_id))
+            text = query.replace("$user_id", str(marts.plans[0].user_id))
             cur = conn.execute(text.encode())
             rows = cur.fetchall()
             columns = [d.name for d in cur.description or ()]
@@ -438,14 +448,14 @@ def chromium_binary() -> str | None:
 
 
 @pytest.mark.slow
-def test_screenshot_of_the_page(marts_url: tuple[str, list[UserPlan]], tmp_path: Path) -> None:
+def test_screenshot_of_the_page(marts: Marts, tmp_path: Path) -> None:
     chromium = chromium_binary()
     if chromium is None:
         pytest.skip("no Chromium on PATH (Debian package: chromium)")
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     shot = ARTIFACTS / "dashboard.png"
     shot.unlink(missing_ok=True)
-    with streamlit_server(marts_url[0], tmp_path) as port:
+    with streamlit_server(marts.url, tmp_path) as port:
         devtools = DevTools(chromium, tmp_path / "chromium")
         try:
             png = capture_page(devtools, f"http://127.0.0.1:{port}/")

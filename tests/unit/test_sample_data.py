@@ -156,29 +156,51 @@ def steps_by_user(paths: list[Path]) -> dict[int, list[int]]:
     return steps
 
 
-def worn_mean(steps: list[int]) -> float:
-    worn = [s for s in steps if s > 0]
-    return statistics.mean(worn) if worn else 0.0
+PROFILE_CLASS = {
+    "steady": "consistent",
+    "declining": "degrading",
+    "recovering": "improving",
+    "sparse": "insufficient_data",
+}
+
+
+def trend_class(steps: list[int]) -> str:
+    """The dbt trend rule (dbt/models/marts/user_engagement_trend.sql) on one user's days.
+
+    The mean of the last 14 days over the mean of the first 14 from the first active day (a
+    non-worn day counts as 0); a baseline needs 14 active days and both windows 28 days.
+    """
+    active = [i for i, s in enumerate(steps) if s > 0]
+    if len(active) < 14 or len(steps) - active[0] < 28:
+        return "insufficient_data"
+    early = statistics.mean(steps[active[0] : active[0] + 14])
+    ratio = statistics.mean(steps[-14:]) / early
+    return "degrading" if ratio < 0.8 else "improving" if ratio > 1.2 else "consistent"
+
+
+@pytest.mark.parametrize("seed", [7, 1, 2, 3, 11])
+def test_each_profile_lands_in_its_trend_class(tmp_path: Path, seed: int) -> None:
+    steps = steps_by_user(generate(tmp_path, users=8, days=60, seed=seed))
+    for plan in plan_users(8, seed):
+        assert trend_class(steps[plan.user_id]) == PROFILE_CLASS[plan.profile], plan
 
 
 def test_every_trend_class_is_present_and_visible_in_the_data(
     generated: tuple[Path, list[Path]],
 ) -> None:
     plans = plan_users(12, 7)
-    assert {p.profile for p in plans} == {"steady", "declining", "recovering", "sparse"}
+    assert sorted(p.profile for p in plans) == sorted(["steady", "declining", "recovering", "sparse"] * 3)
     steps = steps_by_user(generated[1])
     for plan in plans:
         days = steps[plan.user_id]
-        baseline, middle, last = worn_mean(days[:14]), worn_mean(days[30:40]), worn_mean(days[-10:])
         non_worn = days.count(0) / len(days)
-        if plan.profile == "steady":
-            assert 0.8 < last / baseline < 1.25 and non_worn < 0.15
-        elif plan.profile == "declining":
-            assert last / baseline < 0.6
-        elif plan.profile == "recovering":
-            assert middle / baseline < 0.75 and last / baseline > 0.85
+        if plan.profile == "sparse":
+            assert non_worn > 0.5 and len(days) - days.count(0) < 14
         else:
-            assert non_worn > 0.4
+            assert non_worn < 0.1
+            assert 0 not in days[:14], "a new tracker is worn every day of the first two weeks"
+        if plan.profile == "recovering":
+            assert statistics.mean(days[3:14]) < 0.6 * statistics.mean(days[-14:])
 
 
 def test_sleep_rows_are_plausible(generated: tuple[Path, list[Path]]) -> None:

@@ -1,27 +1,10 @@
 -- One row per user and day: when several loaded files carry the same user and day, the newest
 -- export wins, i.e. the row of the file whose latest date is greatest, then of the later load
 -- (then the later line of that file). Exact duplicate rows collapse into one.
-with activity as (
-
-    select *
-    from {{ ref('stg_daily_activity') }}
-    where user_id is not null
-      and activity_date is not null
-
-),
-
--- A load is one version of one file; its latest date tells how recent the export is.
-load_extents as (
-
-    select
-        load_id,
-        max(activity_date) as load_latest_date
-    from activity
-    group by load_id
-
-),
-
-ranked as (
+-- The latest date of each file comes from int_load_extents (loads never change after they
+-- commit). A row of a load missing there (every load has an ops.file_loads row, so none should
+-- be) ranks last rather than vanish.
+with ranked as (
 
     select
         activity.*,
@@ -30,12 +13,16 @@ ranked as (
         row_number() over (
             same_day
             order by
-                load_extents.load_latest_date desc,
+                load_extents.load_latest_date desc nulls last,
                 activity.load_id desc,
                 activity.source_line_number desc
         ) as preference
-    from activity
-    inner join load_extents using (load_id)
+    from {{ ref('stg_daily_activity') }} as activity
+    left join {{ ref('int_load_extents') }} as load_extents
+        on load_extents.load_id = activity.load_id
+       and load_extents.raw_table = 'daily_activity'
+    where activity.user_id is not null
+      and activity.activity_date is not null
     window same_day as (partition by activity.user_id, activity.activity_date)
 
 )

@@ -1,26 +1,10 @@
 -- One row per user and night (sleep_date): the same rule as int_daily_activity_deduplicated.
 -- The newest export wins (file with the greatest latest date, then the later load, then the later
 -- line); exact duplicate rows (the real sleep file has three) collapse into one.
-with sleep as (
-
-    select *
-    from {{ ref('stg_sleep') }}
-    where user_id is not null
-      and sleep_date is not null
-
-),
-
-load_extents as (
-
-    select
-        load_id,
-        max(sleep_date) as load_latest_date
-    from sleep
-    group by load_id
-
-),
-
-ranked as (
+-- The latest date of each file comes from int_load_extents (loads never change after they
+-- commit). A row of a load missing there (every load has an ops.file_loads row, so none should
+-- be) ranks last rather than vanish.
+with ranked as (
 
     select
         sleep.*,
@@ -29,12 +13,16 @@ ranked as (
         row_number() over (
             same_night
             order by
-                load_extents.load_latest_date desc,
+                load_extents.load_latest_date desc nulls last,
                 sleep.load_id desc,
                 sleep.source_line_number desc
         ) as preference
-    from sleep
-    inner join load_extents using (load_id)
+    from {{ ref('stg_sleep') }} as sleep
+    left join {{ ref('int_load_extents') }} as load_extents
+        on load_extents.load_id = sleep.load_id
+       and load_extents.raw_table = 'sleep'
+    where sleep.user_id is not null
+      and sleep.sleep_date is not null
     window same_night as (partition by sleep.user_id, sleep.sleep_date)
 
 )

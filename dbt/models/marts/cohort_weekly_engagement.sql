@@ -27,6 +27,7 @@ select
     avg((trend_class = 'consistent')::int)::double precision        as share_consistent,
     avg((trend_class = 'degrading')::int)::double precision         as share_degrading,
     avg((trend_class = 'improving')::int)::double precision         as share_improving,
-    avg((trend_class = 'insufficient_data')::int)::double precision as share_insufficient_data
+    avg((trend_class = 'insufficient_data')::int)::double precision as share_insufficient_data,
+    now()                                                           as built_at
 from weeks
 group by week_number

@@ -3,7 +3,10 @@
         materialized='incremental',
         incremental_strategy='replace_users',
         unique_key=['user_id', 'activity_date'],
-        indexes=[{'columns': ['user_id', 'activity_date'], 'unique': true}],
+        indexes=[
+            {'columns': ['user_id', 'activity_date'], 'unique': true},
+            {'columns': ['built_at']},
+        ],
     )
 }}
 -- depends_on: {{ ref('int_user_source_fingerprints') }}

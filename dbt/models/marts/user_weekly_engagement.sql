@@ -3,7 +3,10 @@
         materialized='incremental',
         incremental_strategy='replace_users',
         unique_key=['user_id', 'week_number'],
-        indexes=[{'columns': ['user_id', 'week_number'], 'unique': true}],
+        indexes=[
+            {'columns': ['user_id', 'week_number'], 'unique': true},
+            {'columns': ['built_at']},
+        ],
     )
 }}
 -- depends_on: {{ ref('int_user_source_fingerprints') }}

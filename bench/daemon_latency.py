@@ -1,0 +1,206 @@
+"""The daemon's speed: drop-to-ready latency, a burst of files, CPU while idle.
+
+Run: python -m bench.daemon_latency [--database-url URL] [--drops 20] [--burst 1000] [--idle 60]
+(the server defaults to BENCH_DATABASE_URL, TEST_DATABASE_URL or a local one; a scratch database
+is created on it and dropped afterwards). The daemon runs as a process with its default settings
+(debounce 1 s) and the real dbt project, exactly as ``wearable-pipeline watch`` would.
+
+Figures printed:
+- drop-to-ready, per small drop, two ways: from the moment the file was complete in the landing
+  zone (renamed into place) to the end of the run that built the models on it (wall clock, so the
+  debounce window is included); and the daemon's own ``wearable_drop_to_ready_seconds`` (from the
+  moment the file had settled to the models built), one observation per drop;
+- a burst: N files written at once; seconds until the last is loaded and built, number of runs and
+  of dbt builds;
+- CPU of the daemon process while idle (user + system time over the idle period / its length).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench.common import scratch_database, server_url
+from tests.daemon_helpers import (
+    DaemonProcess,
+    dbt_available,
+    finished_runs,
+    metric_sum,
+    query,
+    scalar,
+    wait_until,
+    write_daily,
+)
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def run_finished_at(url: str, run_id: int) -> float:
+    finished: datetime = scalar(url, "SELECT finished_at FROM ops.pipeline_runs WHERE run_id = %s", (run_id,))
+    return finished.timestamp()
+
+
+def latency(daemon: DaemonProcess, url: str, lake: Path, drops: int) -> dict[str, Any]:
+    wall: list[float] = []
+    settled: list[float] = []
+    statuses: list[str | None] = []
+    for i in range(drops):
+        before_runs = {r["run_id"] for r in finished_runs(url)}
+        before_sum = metric_sum(daemon.metrics(), "wearable_drop_to_ready_seconds_sum")
+        staging = lake / f".staging-{i}.csv"
+        write_daily(staging, users=3, days=10, first_id=3000000000 + 10 * i)
+        os.replace(staging, lake / f"dailyActivity_drop_{i:02}.csv")
+        complete = time.time()
+        run = wait_until(
+            lambda known=before_runs: [
+                r for r in finished_runs(url) if r["run_id"] not in known and r["files_loaded"]
+            ],
+            timeout=120,
+            interval=0.02,
+            message=f"drop {i}",
+        )[0]
+        wall.append(run_finished_at(url, run["run_id"]) - complete)
+        statuses.append(run["dbt_status"])
+        after_sum = metric_sum(daemon.metrics(), "wearable_drop_to_ready_seconds_sum")
+        if run["dbt_status"] == "success":
+            settled.append(after_sum - before_sum)
+        time.sleep(0.3)
+    return {
+        "drops": drops,
+        "complete_to_built_p50_s": round(percentile(wall, 0.5), 3),
+        "complete_to_built_p95_s": round(percentile(wall, 0.95), 3),
+        "complete_to_built_max_s": round(max(wall), 3),
+        "settled_to_built_p50_s": round(percentile(settled, 0.5), 3) if settled else None,
+        "settled_to_built_p95_s": round(percentile(settled, 0.95), 3) if settled else None,
+        "dbt_statuses": {s or "none": statuses.count(s) for s in set(statuses)},
+    }
+
+
+def burst(daemon: DaemonProcess, url: str, lake: Path, files: int) -> dict[str, Any]:
+    metrics = daemon.metrics()
+    builds_before = metric_sum(metrics, "wearable_dbt_builds_total")
+    runs_before = {r["run_id"] for r in finished_runs(url)}
+    loaded_before = int(scalar(url, "SELECT count(*) FROM ops.raw_ingest_manifest WHERE status = 'loaded'"))
+    started = time.time()
+    for i in range(files):
+        write_daily(lake / "burst" / f"dailyActivity_burst_{i:04}.csv", days=2, first_id=5000000000 + i)
+    written = time.time() - started
+
+    def all_loaded_and_built() -> list[dict[str, Any]] | None:
+        loaded = scalar(url, "SELECT count(*) FROM ops.raw_ingest_manifest WHERE status = 'loaded'")
+        runs = [r for r in finished_runs(url) if r["run_id"] not in runs_before]
+        if loaded - loaded_before == files and sum(r["files_loaded"] for r in runs) == files:
+            return runs
+        return None
+
+    runs = wait_until(all_loaded_and_built, timeout=600, interval=0.05, message="the burst")
+    last = max(run_finished_at(url, r["run_id"]) for r in runs)
+    builds = metric_sum(daemon.metrics(), "wearable_dbt_builds_total") - builds_before
+    return {
+        "files": files,
+        "write_s": round(written, 2),
+        "total_s": round(last - started, 2),
+        "runs": len(runs),
+        "dbt_builds": int(builds),
+        "files_per_run": [r["files_loaded"] for r in runs],
+    }
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12])) / ticks  # utime, stime
+
+
+def idle_cpu(daemon: DaemonProcess, seconds: float) -> dict[str, Any]:
+    time.sleep(2.0)  # let the last build's aftermath pass
+    start_cpu, start = cpu_seconds(daemon.pid), time.monotonic()
+    time.sleep(seconds)
+    used, elapsed = cpu_seconds(daemon.pid) - start_cpu, time.monotonic() - start
+    return {
+        "seconds": round(elapsed, 1),
+        "cpu_s": round(used, 3),
+        "cpu_percent": round(100 * used / elapsed, 3),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--database-url", default=None, help="server to measure on (a scratch db is made)")
+    parser.add_argument("--drops", type=int, default=20)
+    parser.add_argument("--burst", type=int, default=1000)
+    parser.add_argument("--idle", type=float, default=60.0, help="seconds of idle CPU measurement")
+    parser.add_argument("--debounce", type=float, default=1.0, help="the daemon's default is 1 s")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    if not dbt_available():
+        print("warning: no dbt project: no builds will run", file=sys.stderr)
+    results: dict[str, Any] = {"when": datetime.now(UTC).isoformat(timespec="seconds")}
+    with scratch_database(args.database_url or server_url()) as url, tempfile.TemporaryDirectory() as tmp:
+        from watcher.database import migrate
+
+        migrate(url)
+        lake = Path(tmp) / "lake"
+        lake.mkdir()
+        daemon = DaemonProcess(lake, url, Path(tmp) / "daemon.log", debounce=args.debounce)
+        try:
+            started = time.monotonic()
+            daemon.start().wait_ready(timeout=120)
+            results["start_to_ready_s"] = round(time.monotonic() - started, 2)
+            if args.drops:
+                results["latency"] = latency(daemon, url, lake, args.drops)
+            if args.burst:
+                results["burst"] = burst(daemon, url, lake, args.burst)
+            if args.idle:
+                results["idle"] = idle_cpu(daemon, args.idle)
+            results["runs_total"] = int(scalar(url, "SELECT count(*) FROM ops.pipeline_runs"))
+            results["dbt_failures"] = [
+                row[0]
+                for row in query(
+                    url, "SELECT error_summary FROM ops.pipeline_runs WHERE dbt_status = 'error'"
+                )
+            ][:3]
+        finally:
+            daemon.stop()
+    if args.json:
+        print(json.dumps(results, indent=2))
+    else:
+        print_results(results)
+    return 0
+
+
+def print_results(results: dict[str, Any]) -> None:
+    print(f"daemon benchmark ({results['when']}); start to ready: {results['start_to_ready_s']} s")
+    if lat := results.get("latency"):
+        print(
+            f"drop-to-ready over {lat['drops']} drops: complete->built p50 {lat['complete_to_built_p50_s']} s,"
+            f" p95 {lat['complete_to_built_p95_s']} s (max {lat['complete_to_built_max_s']} s);"
+            f" settled->built p50 {lat['settled_to_built_p50_s']} s, p95 {lat['settled_to_built_p95_s']} s;"
+            f" dbt {lat['dbt_statuses']}"
+        )
+    if b := results.get("burst"):
+        print(
+            f"burst of {b['files']} files: written in {b['write_s']} s, all loaded and built after"
+            f" {b['total_s']} s; {b['runs']} runs, {b['dbt_builds']} dbt builds; files per run {b['files_per_run']}"
+        )
+    if idle := results.get("idle"):
+        print(f"idle for {idle['seconds']} s: {idle['cpu_s']} s CPU = {idle['cpu_percent']} % of one core")
+    if results.get("dbt_failures"):
+        print(f"dbt failures (first): {results['dbt_failures'][0]}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

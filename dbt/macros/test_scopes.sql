@@ -1,0 +1,62 @@
+{#-
+  Data tests on 1,000,000-row models cost more than the incremental build they check, so the
+  tests of this project look at what the build could have changed (config `where`, set per
+  folder in dbt_project.yml). The scopes:
+
+    new_loads     staging: raw rows of loads newer than the last build saw (the loader's ids
+                  only grow; int_user_source_fingerprints keeps the highest one seen);
+    new_users     intermediate: every row of the users who have rows in those loads;
+    latest_build  marts: the rows written by the model's latest build (built_at is constant
+                  within a build, and a build rewrites every row of each changed user).
+
+  A key that includes user_id is thus fully checked for every user the build touched. A full
+  refresh (or a first build, before the fingerprints exist) tests every row. Any other `where`
+  is applied as dbt does by default.
+-#}
+{% macro default__get_where_subquery(relation) -%}
+    {%- set where = config.get('where', '') -%}
+    {%- if where in ('new_loads', 'new_users', 'latest_build') -%}
+        {%- set condition = test_scope_condition(where, relation) -%}
+        {%- if condition -%}
+            {%- do return('(select * from ' ~ relation ~ ' where ' ~ condition ~ ') dbt_subquery') -%}
+        {%- endif -%}
+        {%- do return(relation) -%}
+    {%- elif where -%}
+        {%- do return('(select * from ' ~ relation ~ ' where ' ~ where ~ ') dbt_subquery') -%}
+    {%- else -%}
+        {%- do return(relation) -%}
+    {%- endif -%}
+{%- endmacro %}
+
+
+{% macro test_scope_condition(scope, relation) -%}
+    {%- if flags.FULL_REFRESH or not execute -%}
+        {%- do return(none) -%}
+    {%- endif -%}
+    {%- if scope == 'latest_build' -%}
+        {%- do return('built_at = (select max(built_at) from ' ~ relation ~ ')') -%}
+    {%- endif -%}
+    {%- set fingerprints = adapter.get_relation(
+            database=target.database,
+            schema=generate_schema_name('intermediate', none),
+            identifier='int_user_source_fingerprints') -%}
+    {%- if fingerprints is none -%}
+        {%- do return(none) -%}
+    {%- endif -%}
+    {%- set seen -%}
+        (select coalesce(max(greatest(activity_max_load_id, sleep_max_load_id)), 0)
+         from {{ fingerprints }})
+    {%- endset -%}
+    {%- if scope == 'new_loads' -%}
+        {%- do return('load_id > ' ~ seen) -%}
+    {%- endif -%}
+    {%- set staging = generate_schema_name('staging', none) -%}
+    {%- set new_users -%}
+        user_id = any(array(
+            select user_id from {{ staging }}.stg_daily_activity where load_id > {{ seen }}
+            union
+            select user_id from {{ staging }}.stg_sleep where load_id > {{ seen }}
+        ))
+    {%- endset -%}
+    {%- do return(new_users) -%}
+{%- endmacro %}

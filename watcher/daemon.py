@@ -1,0 +1,434 @@
+"""The daemon: the event loop around the pipeline, signals, the backlog at start.
+
+Threads: watchdog's observer thread only records observations into the ``Tracker``; the HTTP
+endpoint answers in its own threads; everything else (loading, dbt, the database) runs on the
+main thread, one batch at a time, with ONE ``Pipeline`` (and its warm dbt project) for the life
+of the process. Builds therefore never overlap: files that settle during a build wait for the
+next batch, and one follow-up build covers them all.
+
+The loop: wake on an observation, a signal or a deadline; take every file that settled as one
+batch; ``pipeline.run_pass`` it; repeat. Every ``reconcile_seconds`` a scan of the landing zone is
+a backstop for lost events. Idle, the loop sleeps in ``select`` for seconds at a time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import select
+import signal
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import FrameType
+
+import psycopg
+import structlog
+
+from watcher.config import Settings
+from watcher.http_endpoint import HttpEndpoint
+from watcher.observer import Watcher, listen_for_overflow, start_watcher, stop_listening
+from watcher.pipeline import EXIT_OK, EXIT_USAGE, DatabaseUnavailable, Pipeline
+from watcher.readiness import Rules, Settled, Tracker
+from watcher.scanner import Candidate, inspect_entry, scan
+
+log = structlog.get_logger(__name__)
+
+IDLE_TICK_SECONDS = 5.0
+"""Longest sleep of the loop: the heartbeat /healthz looks at."""
+MIN_CHECK_INTERVAL_SECONDS = 0.05
+"""A burst of events is looked at 20 times a second at most, not once per event."""
+HEARTBEAT_LIMIT_SECONDS = 60.0
+DATABASE_CHECK_SECONDS = 15.0
+MAX_BACKOFF_SECONDS = 60.0
+STALE_AFTER_MIN_SECONDS = 30.0
+CONNECT_TIMEOUT_SECONDS = 3
+
+
+def rules_for(settings: Settings, *, polling: bool) -> Rules:
+    """Polling sees a change up to one interval late: the window grows by that interval."""
+    window = settings.debounce_seconds + (settings.polling_interval_seconds if polling else 0.0)
+    return Rules(
+        window=window,
+        stale_after=max(STALE_AFTER_MIN_SECONDS, 10 * window),
+        gather=settings.debounce_seconds,
+    )
+
+
+def run_daemon(settings: Settings, url: str) -> int:
+    """Watch the landing zone until SIGTERM or SIGINT; 0 after a clean stop."""
+    from watcher.commands import make_pipeline
+
+    pipeline = make_pipeline(settings, url)
+    try:
+        return Daemon(settings, pipeline).run()
+    finally:
+        pipeline.close()
+
+
+class Waker:
+    """A self-pipe: the observer thread and signals wake the loop out of its ``select``.
+
+    Never closed: a signal (``set_wakeup_fd``) or a thread may write to it until the process ends,
+    and a closed descriptor's number could by then belong to another file.
+    """
+
+    def __init__(self) -> None:
+        self._read, self._write = os.pipe()
+        os.set_blocking(self._read, False)
+        os.set_blocking(self._write, False)
+        self._flagged = False
+
+    @property
+    def write_fd(self) -> int:
+        return self._write
+
+    def wake(self) -> None:
+        if self._flagged:
+            return
+        self._flagged = True
+        with contextlib.suppress(BlockingIOError):
+            os.write(self._write, b"\0")
+
+    def wait(self, timeout: float) -> None:
+        with contextlib.suppress(InterruptedError):
+            select.select([self._read], [], [], max(0.0, timeout))
+        self._flagged = False
+        with contextlib.suppress(BlockingIOError):
+            while os.read(self._read, 4096):
+                pass
+
+
+class Daemon:
+    def __init__(
+        self, settings: Settings, pipeline: Pipeline, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.settings = settings
+        self.pipeline = pipeline
+        pipeline.should_stop = self._should_stop  # also cuts database retries short on a stop
+        self.metrics = pipeline.metrics
+        self.clock = clock
+        self.waker = Waker()
+        self.tracker = Tracker(rules_for(settings, polling=False), clock=clock, wake=self.waker.wake)
+        self.immediate: list[tuple[Candidate, str]] = []
+        """Entries a scan found that cannot settle (links, folders named .csv): recorded as they are."""
+        self.watcher: Watcher | None = None
+        self.started = False
+        self.warm = threading.Event()
+        self.announced = False
+        self.stop_requested = False
+        self.signals = 0
+        self.heartbeat = clock()
+        self.pass_started: float | None = None
+        self.in_flight: tuple[int, float] | None = None
+        self.retry_at = 0.0
+        self.backoff = 0.0
+        self.next_reconcile = math.inf
+        self.rescan_requested = False
+        self.scan_origin = "startup"
+        """Until a scan of the landing zone succeeds, what it finds is the backlog."""
+        self.next_database_check = 0.0
+
+    # -- lifecycle ----------------------------------------------------------------------------------
+
+    def run(self) -> int:
+        self._install_signals()
+        try:
+            endpoint = self._start_endpoint()
+        except OSError as exc:
+            log.error("metrics_endpoint_failed", address=_address(self.settings), error=str(exc))
+            return EXIT_USAGE
+        overflow = listen_for_overflow(self._request_rescan)
+        try:
+            log.info(
+                "daemon_starting",
+                data_dir=str(self.settings.data_dir),
+                debounce_s=self.settings.debounce_seconds,
+                reconcile_s=self.settings.reconcile_seconds,
+                database=self.settings.redacted_database(),
+            )
+            self._start_watching()
+            self._start_backlog()
+            while not self.stop_requested:
+                self._step()
+            log.info("shutdown_requested", step="daemon", in_flight=self.in_flight is not None)
+        finally:
+            stop_listening(overflow)
+            if self.watcher is not None:
+                self.watcher.stop()
+            if endpoint is not None:
+                endpoint.stop()
+            # The waker's pipe stays open: a late signal or thread may still write to it.
+        log.info("daemon_stopped", step="daemon", status="success")
+        return EXIT_OK
+
+    def _install_signals(self) -> None:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, self._on_signal)
+        signal.set_wakeup_fd(self.waker.write_fd, warn_on_full_buffer=False)
+
+    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        # Only flags here: logging from a signal handler can re-enter a stream mid-write.
+        self.signals += 1
+        if self.signals > 1:
+            with contextlib.suppress(OSError):
+                os.write(2, b'{"event": "shutdown_forced", "level": "warning"}\n')
+            os._exit(128 + signum)
+        self.stop_requested = True
+
+    def _should_stop(self) -> bool:
+        return self.stop_requested
+
+    def _start_endpoint(self) -> HttpEndpoint | None:
+        if self.settings.metrics_addr is None:
+            return None
+        host, port = self.settings.metrics_addr
+        endpoint = HttpEndpoint(host, port, liveness=self.liveness, readiness=self.readiness)
+        endpoint.start()
+        self.metrics.files_pending.set_function(self._pending_count)
+        self.metrics.oldest_pending_age.set_function(self._oldest_pending_age)
+        log.info("metrics_endpoint_started", address=f"{host}:{endpoint.port}")
+        return endpoint
+
+    def _start_watching(self) -> None:
+        self.watcher = start_watcher(
+            self.settings.data_dir,
+            self.tracker,
+            force_polling=self.settings.force_polling,
+            polling_interval=self.settings.polling_interval_seconds,
+        )
+        polling = self.watcher.polling
+        self.tracker.set_rules(rules_for(self.settings, polling=polling), expects_close=not polling)
+        self.metrics.set_backend(self.watcher.backend)
+        event = (
+            "watcher_fell_back_to_polling"
+            if polling and not self.settings.force_polling
+            else "watcher_started"
+        )
+        getattr(log, "warning" if event != "watcher_started" else "info")(
+            event, backend=self.watcher.backend, reason=self.watcher.reason
+        )
+
+    def _start_backlog(self) -> None:
+        """Files present but not in the manifest: one ``startup`` batch, while dbt warms up.
+
+        The parse (seconds) runs in a thread: a stop request is not held up by it, and the
+        backlog loads meanwhile (its build waits for the parse).
+        """
+        threading.Thread(target=self._warm_up, name="dbt-warm-up", daemon=True).start()
+        self._reconcile()
+        if not self.stop_requested:
+            self._step(startup=True)
+        self.started = True
+
+    def _warm_up(self) -> None:
+        try:
+            self.pipeline.warm_up()
+        finally:
+            self.warm.set()
+            self.waker.wake()
+
+    # -- the loop -----------------------------------------------------------------------------------
+
+    def _step(self, *, startup: bool = False) -> None:
+        now = self.clock()
+        self.heartbeat = now
+        if not self.announced and self.started and self.warm.is_set():
+            self.announced = True
+            log.info("daemon_ready", step="startup", backend=self.watcher.backend if self.watcher else None)
+        if not startup and (self.rescan_requested or now >= self.next_reconcile):
+            self._reconcile()
+        if now >= self.retry_at:
+            batch, deadline = self.tracker.take_settled()
+            if batch or self.immediate:
+                self._run_batch(batch)
+                return
+        else:
+            deadline = self.retry_at
+        if startup:
+            return
+        self._check_database(now)
+        self._sleep(now, deadline)
+
+    def _sleep(self, now: float, deadline: float | None) -> None:
+        until = min(
+            deadline if deadline is not None else math.inf, self.next_reconcile, now + IDLE_TICK_SECONDS
+        )
+        if self.retry_at > now:
+            until = min(max(until, self.retry_at), now + IDLE_TICK_SECONDS)
+        self.waker.wait(until - now)
+        # A burst wakes the loop on almost every event: look at most every few tens of ms.
+        if len(self.tracker) and not self.stop_requested:
+            spare = MIN_CHECK_INTERVAL_SECONDS - (self.clock() - now)
+            if spare > 0:
+                time.sleep(spare)
+
+    def _run_batch(self, batch: list[Settled]) -> None:
+        extra, self.immediate = self.immediate, []
+        candidates = [inspect_entry(self.settings.data_dir, Path(item.path)) for item in batch]
+        candidates += [candidate for candidate, _ in extra]
+        try:
+            waiting = self.pipeline.pending(candidates)
+        except (DatabaseUnavailable, psycopg.Error) as exc:
+            self._defer(batch, extra, str(exc))
+            return
+        if not waiting or self.stop_requested:
+            return  # what is not loaded stays in the landing zone for the next start
+        origins = {item.origin for item in batch} | {origin for _, origin in extra}
+        trigger = "startup" if "startup" in origins else "event" if "event" in origins else "reconcile"
+        settled_at = self._settled_wall_times(batch)
+        for item in batch:
+            if item.forced:
+                log.warning("file_settled_without_close", path=_relative(self.settings, item.path))
+        oldest = min((item.first_seen for item in batch), default=self.clock())
+        self.in_flight = (len(waiting), oldest)
+        self.pass_started = self.clock()
+        try:
+            result = self.pipeline.run_pass(
+                waiting, trigger, settled_at=settled_at, should_stop=self._should_stop
+            )
+        finally:
+            self.in_flight = None
+            self.pass_started = None
+        if result.infrastructure_error:
+            self._defer(batch, extra, result.infrastructure_error)
+        else:
+            self.backoff = 0.0
+
+    def _settled_wall_times(self, batch: list[Settled]) -> dict[str, float]:
+        """When each file settled, on the wall clock; only files an event announced (drop-to-ready)."""
+        offset = time.time() - self.clock()
+        return {
+            _relative(self.settings, item.path): item.settled_at + offset
+            for item in batch
+            if item.origin == "event"
+        }
+
+    def _defer(self, batch: list[Settled], extra: list[tuple[Candidate, str]], error: str) -> None:
+        """The database is away: keep the files pending and try again later, backing off."""
+        self.tracker.restore(batch)
+        self.immediate.extend(extra)
+        self.backoff = min(MAX_BACKOFF_SECONDS, max(1.0, self.backoff * 2))
+        self.retry_at = self.clock() + self.backoff
+        self.metrics.database_up.set(0)
+        log.warning(
+            "batch_deferred",
+            step="daemon",
+            files=len(batch) + len(extra),
+            retry_in_s=self.backoff,
+            error=error.splitlines()[0] if error else None,
+        )
+
+    # -- scans --------------------------------------------------------------------------------------
+
+    def _schedule_reconcile(self) -> None:
+        interval = self.settings.reconcile_seconds
+        self.next_reconcile = self.clock() + interval if interval > 0 else math.inf
+
+    def _request_rescan(self) -> None:
+        """Called from watchdog's thread when the kernel dropped events."""
+        self.rescan_requested = True
+        self.waker.wake()
+
+    def _reconcile(self) -> None:
+        """The backlog at start, then the backstop scan for events that were lost."""
+        self._schedule_reconcile()
+        self.rescan_requested = False
+        origin = self.scan_origin
+        try:
+            found = self._seed_from_scan(origin)
+        except (DatabaseUnavailable, psycopg.Error) as exc:
+            log.warning("scan_failed", step=origin, error=str(exc).splitlines()[0])
+            self.next_reconcile = min(self.next_reconcile, self.clock() + 5.0)
+            return
+        self.scan_origin = "reconcile"
+        if origin == "startup":
+            log.info("backlog_found", step="startup", files=found)
+        elif found:
+            log.info("reconcile_found_files", step="reconcile", files=found)
+
+    def _seed_from_scan(self, origin: str) -> int:
+        """Scan the landing zone; put what the manifest does not know into the tracker."""
+        waiting = self.pipeline.pending(scan(self.settings.data_dir))
+        known = {candidate.relative for candidate, _ in self.immediate}
+        found = 0
+        for candidate in waiting:
+            if candidate.problem is not None:
+                if candidate.relative not in known:
+                    self.immediate.append((candidate, origin))
+                    found += 1
+            elif self.tracker.seed(str(candidate.path), origin):
+                found += 1
+        return found
+
+    # -- health -------------------------------------------------------------------------------------
+
+    def _check_database(self, now: float) -> None:
+        if now < self.next_database_check:
+            return
+        self.next_database_check = now + DATABASE_CHECK_SECONDS
+        self.metrics.database_up.set(1 if self._database_answers() else 0)
+
+    def _database_answers(self) -> bool:
+        try:
+            with psycopg.connect(
+                self.pipeline.db.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_SECONDS
+            ) as conn:
+                conn.execute("SELECT 1")
+        except psycopg.Error:
+            return False
+        return True
+
+    def liveness(self) -> tuple[bool, str]:
+        """The process, its observer threads and its loop are alive (called by /healthz)."""
+        if self.watcher is None:
+            return True, "starting"
+        if not self.watcher.alive():
+            return False, f"the {self.watcher.backend} observer thread stopped"
+        busy = self.pass_started is not None or not self.started
+        if not busy and self.clock() - self.heartbeat > HEARTBEAT_LIMIT_SECONDS:
+            return False, "the main loop has not ticked for a minute"
+        return True, f"ok ({self.watcher.backend})"
+
+    def readiness(self) -> tuple[bool, str]:
+        """Started, the database answers, the last dbt build did not fail (called by /readyz)."""
+        if not self.started:
+            return False, "starting: the backlog is being loaded"
+        if not self.warm.is_set():
+            return False, "starting: dbt is parsing the project"
+        if self.stop_requested:
+            return False, "stopping"
+        up = self._database_answers()
+        self.metrics.database_up.set(1 if up else 0)
+        if not up:
+            return False, "the database does not answer"
+        if self.pipeline.last_build_failed:
+            return False, "the last dbt build failed"
+        return True, "ready"
+
+    # Read by the HTTP threads at scrape time: one read of ``in_flight`` each, it may change.
+
+    def _pending_count(self) -> float:
+        flight = self.in_flight
+        return float(len(self.tracker) + len(self.immediate) + (flight[0] if flight else 0))
+
+    def _oldest_pending_age(self) -> float:
+        flight = self.in_flight
+        times = [
+            t for t in (self.tracker.oldest_first_seen(), flight[1] if flight else None) if t is not None
+        ]
+        return max(0.0, self.clock() - min(times)) if times else 0.0
+
+
+def _address(settings: Settings) -> str:
+    host, port = settings.metrics_addr or ("", 0)
+    return f"{host}:{port}"
+
+
+def _relative(settings: Settings, path: str) -> str:
+    try:
+        return Path(path).relative_to(settings.data_dir).as_posix()
+    except ValueError:
+        return path
