@@ -8,7 +8,7 @@ next batch, and one follow-up build covers them all.
 
 The loop: wake on an observation, a signal or a deadline; take every file that settled as one
 batch; ``pipeline.run_pass`` it; repeat. Every ``reconcile_seconds`` a scan of the landing zone is
-a backstop for lost events. Idle, the loop sleeps in ``select`` for seconds at a time.
+a backstop for lost events. Idle, the loop sleeps in ``epoll`` for seconds at a time.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import select
+import selectors
 import signal
 import threading
 import time
@@ -69,7 +69,7 @@ def run_daemon(settings: Settings, url: str) -> int:
 
 
 class Waker:
-    """A self-pipe: the observer thread and signals wake the loop out of its ``select``.
+    """A self-pipe: the observer thread and signals wake the loop out of its wait.
 
     Never closed: a signal (``set_wakeup_fd``) or a thread may write to it until the process ends,
     and a closed descriptor's number could by then belong to another file.
@@ -79,6 +79,8 @@ class Waker:
         self._read, self._write = os.pipe()
         os.set_blocking(self._read, False)
         os.set_blocking(self._write, False)
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(self._read, selectors.EVENT_READ)
         self._flagged = False
 
     @property
@@ -93,8 +95,7 @@ class Waker:
             os.write(self._write, b"\0")
 
     def wait(self, timeout: float) -> None:
-        with contextlib.suppress(InterruptedError):
-            select.select([self._read], [], [], max(0.0, timeout))
+        self._selector.select(max(0.0, timeout))
         self._flagged = False
         with contextlib.suppress(BlockingIOError):
             while os.read(self._read, 4096):

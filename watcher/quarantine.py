@@ -232,8 +232,8 @@ class _Scanner:
                     self._check_line_lengths(complete)
                 yield self._scan(complete, offset)
                 offset += len(complete)
-        if carry:  # the last line has no line end
-            yield self._scan(carry + self.eol, offset)
+        if carry:  # the last line has no line end (or half of one: a CR without its LF)
+            yield self._scan(carry.removesuffix(b"\r") + self.eol, offset)
         while self.pending:
             first = self.next_line
             self._give_up()
