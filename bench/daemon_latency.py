@@ -73,10 +73,13 @@ def prime(daemon: DaemonProcess, url: str, lake: Path) -> None:
 def latency(daemon: DaemonProcess, url: str, lake: Path, drops: int) -> dict[str, Any]:
     wall: list[float] = []
     settled: list[float] = []
+    builds: list[float] = []
     statuses: list[str | None] = []
     for i in range(drops):
         before_runs = {r["run_id"] for r in finished_runs(url)}
-        before_sum = metric_sum(daemon.metrics(), "wearable_drop_to_ready_seconds_sum")
+        metrics = daemon.metrics()
+        before_sum = metric_sum(metrics, "wearable_drop_to_ready_seconds_sum")
+        before_dbt = metric_sum(metrics, "wearable_dbt_build_duration_seconds_sum")
         staging = lake / f".staging-{i}.csv"
         write_daily(staging, users=3, days=10, first_id=3000000000 + 10 * i)
         os.replace(staging, lake / f"dailyActivity_drop_{i:02}.csv")
@@ -91,9 +94,10 @@ def latency(daemon: DaemonProcess, url: str, lake: Path, drops: int) -> dict[str
         )[0]
         wall.append(run_finished_at(url, run["run_id"]) - complete)
         statuses.append(run["dbt_status"])
-        after_sum = metric_sum(daemon.metrics(), "wearable_drop_to_ready_seconds_sum")
+        metrics = daemon.metrics()
+        builds.append(metric_sum(metrics, "wearable_dbt_build_duration_seconds_sum") - before_dbt)
         if run["dbt_status"] == "success":
-            settled.append(after_sum - before_sum)
+            settled.append(metric_sum(metrics, "wearable_drop_to_ready_seconds_sum") - before_sum)
         time.sleep(0.3)
     return {
         "drops": drops,
@@ -102,6 +106,7 @@ def latency(daemon: DaemonProcess, url: str, lake: Path, drops: int) -> dict[str
         "complete_to_built_max_s": round(max(wall), 3),
         "settled_to_built_p50_s": round(percentile(settled, 0.5), 3) if settled else None,
         "settled_to_built_p95_s": round(percentile(settled, 0.95), 3) if settled else None,
+        "dbt_build_p50_s": round(percentile(builds, 0.5), 3),
         "dbt_statuses": {s or "none": statuses.count(s) for s in set(statuses)},
     }
 
@@ -109,6 +114,8 @@ def latency(daemon: DaemonProcess, url: str, lake: Path, drops: int) -> dict[str
 def burst(daemon: DaemonProcess, url: str, lake: Path, files: int) -> dict[str, Any]:
     metrics = daemon.metrics()
     builds_before = metric_sum(metrics, "wearable_dbt_builds_total")
+    load_before = metric_sum(metrics, "wearable_load_duration_seconds_sum")
+    dbt_before = metric_sum(metrics, "wearable_dbt_build_duration_seconds_sum")
     runs_before = {r["run_id"] for r in finished_runs(url)}
     loaded_before = int(scalar(url, "SELECT count(*) FROM ops.raw_ingest_manifest WHERE status = 'loaded'"))
     started = time.time()
@@ -125,13 +132,16 @@ def burst(daemon: DaemonProcess, url: str, lake: Path, files: int) -> dict[str, 
 
     runs = wait_until(all_loaded_and_built, timeout=600, interval=0.05, message="the burst")
     last = max(run_finished_at(url, r["run_id"]) for r in runs)
-    builds = metric_sum(daemon.metrics(), "wearable_dbt_builds_total") - builds_before
+    metrics = daemon.metrics()
+    builds = metric_sum(metrics, "wearable_dbt_builds_total") - builds_before
     return {
         "files": files,
         "write_s": round(written, 2),
         "total_s": round(last - started, 2),
         "runs": len(runs),
         "dbt_builds": int(builds),
+        "load_s": round(metric_sum(metrics, "wearable_load_duration_seconds_sum") - load_before, 2),
+        "dbt_s": round(metric_sum(metrics, "wearable_dbt_build_duration_seconds_sum") - dbt_before, 2),
         "files_per_run": [r["files_loaded"] for r in runs],
     }
 
@@ -213,12 +223,13 @@ def print_results(results: dict[str, Any]) -> None:
             f"drop-to-ready over {lat['drops']} drops: complete->built p50 {lat['complete_to_built_p50_s']} s,"
             f" p95 {lat['complete_to_built_p95_s']} s (max {lat['complete_to_built_max_s']} s);"
             f" settled->built p50 {lat['settled_to_built_p50_s']} s, p95 {lat['settled_to_built_p95_s']} s;"
-            f" dbt {lat['dbt_statuses']}"
+            f" of which the dbt build p50 {lat['dbt_build_p50_s']} s; dbt {lat['dbt_statuses']}"
         )
     if b := results.get("burst"):
         print(
             f"burst of {b['files']} files: written in {b['write_s']} s, all loaded and built after"
-            f" {b['total_s']} s; {b['runs']} runs, {b['dbt_builds']} dbt builds; files per run {b['files_per_run']}"
+            f" {b['total_s']} s; {b['runs']} runs, {b['dbt_builds']} dbt builds; files per run {b['files_per_run']};"
+            f" time in loads {b['load_s']} s, in dbt builds {b['dbt_s']} s"
         )
     if idle := results.get("idle"):
         print(f"idle for {idle['seconds']} s: {idle['cpu_s']} s CPU = {idle['cpu_percent']} % of one core")

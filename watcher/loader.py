@@ -19,7 +19,7 @@ from typing import Any, BinaryIO
 import psycopg
 from psycopg import sql
 
-from watcher.routes import HeaderMapping, Route, map_header
+from watcher.routes import ColumnType, HeaderMapping, Route, map_header
 
 BLOCK_SIZE = 1 << 20
 
@@ -146,11 +146,22 @@ def copy_statement(route: Route, columns: tuple[str, ...]) -> sql.Composed:
 
 
 def fast_copy_statement(route: Route, mapping: HeaderMapping) -> sql.Composed:
-    """COPY that skips a row with an empty required value: the row count then falls short of the
-    line count, and the file goes to the checked path, where that line gets its reason."""
-    required = [c.name for c in mapping.file_columns if c is not None and c.required]
-    condition = sql.SQL(" AND ").join(sql.SQL("{} IS NOT NULL").format(sql.Identifier(n)) for n in required)
-    return sql.SQL("{} WHERE {}").format(copy_statement(route, mapping.copy_columns), condition)
+    """COPY that skips a row with an empty required value or a date outside the years 1000 to
+    9999 (PostgreSQL reads ``4/12/201`` as the year 201 and ``7/8/20166`` as 20166): the row count
+    then falls short of the line count, and the file goes to the checked path, where that line
+    gets its reason."""
+    conditions = []
+    for column in mapping.file_columns:
+        if column is None:
+            continue
+        name = sql.Identifier(column.name)
+        if column.type is ColumnType.DATE:
+            within = sql.SQL("{} BETWEEN '1000-01-01' AND '9999-12-31'").format(name)
+            conditions.append(within if column.required else sql.SQL("({} IS NULL OR {})").format(name, within))
+        elif column.required:
+            conditions.append(sql.SQL("{} IS NOT NULL").format(name))
+    where = sql.SQL(" AND ").join(conditions) if conditions else sql.SQL("true")
+    return sql.SQL("{} WHERE {}").format(copy_statement(route, mapping.copy_columns), where)
 
 
 def stream_copy(

@@ -58,8 +58,11 @@ def _draw_baseline(axes: Any, report: Report) -> None:
     axes.set_ylabel("users observed")
     line_axes = axes.twinx()
     line_axes.plot(
-        numbers, [100 * (w.mean_pct_of_baseline or 0.0) for w in weeks], marker="o",
-        color="#37474f", label="mean % of baseline",
+        numbers,
+        [100 * (w.mean_pct_of_baseline or 0.0) for w in weeks],
+        marker="o",
+        color="#37474f",
+        label="mean % of baseline",
     )
     line_axes.axhline(100, color="#90a4ae", linestyle="--", linewidth=1)
     line_axes.set_ylabel("mean % of baseline")

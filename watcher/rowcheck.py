@@ -12,7 +12,8 @@ Used only for files whose fast COPY failed. Two tools:
 
 Numbers follow PostgreSQL's input rules exactly. Dates are stricter than PostgreSQL's reader,
 which takes ``4/12/20a6`` for 2020-04-12: only ``M/D/YYYY`` (with an optional time of day) and
-``YYYY-MM-DD`` (the same) are dates here.
+``YYYY-MM-DD`` (the same), years 1000 to 9999, are dates here (the fast path's COPY skips the
+years outside that range too, so that such a file comes here).
 """
 
 from __future__ import annotations
@@ -252,7 +253,7 @@ def _check_date(text: str, raw: str, column: Column) -> RowError | None:
 
 
 def _valid_day(year: int, month: int, day: int, raw: str, column: Column) -> RowError | None:
-    if year < 1 or not 1 <= month <= 12 or not 1 <= day <= calendar.monthrange(year, month)[1]:
+    if year < 1000 or not 1 <= month <= 12 or not 1 <= day <= calendar.monthrange(year, month)[1]:
         return _bad_date(raw, column)
     return None
 

@@ -29,12 +29,18 @@
 {%- endmacro %}
 
 
+{#-
+  The condition is computed here and written as literals: with a subquery in it, PostgreSQL
+  would plan for its default guess (after a full refresh every row has the same built_at, so
+  "built_at = ?" looks like the whole table) and scan everything.
+-#}
 {% macro test_scope_condition(scope, relation) -%}
     {%- if flags.FULL_REFRESH or not execute -%}
         {%- do return(none) -%}
     {%- endif -%}
     {%- if scope == 'latest_build' -%}
-        {%- do return('built_at = (select max(built_at) from ' ~ relation ~ ')') -%}
+        {%- set latest = scalar_query_value('select max(built_at)::text from ' ~ relation) -%}
+        {%- do return(none if latest is none else "built_at = '" ~ latest ~ "'::timestamptz") -%}
     {%- endif -%}
     {%- set fingerprints = adapter.get_relation(
             database=target.database,
@@ -43,20 +49,26 @@
     {%- if fingerprints is none -%}
         {%- do return(none) -%}
     {%- endif -%}
-    {%- set seen -%}
-        (select coalesce(max(greatest(activity_max_load_id, sleep_max_load_id)), 0)
-         from {{ fingerprints }})
-    {%- endset -%}
+    {%- set seen = scalar_query_value(
+            'select coalesce(max(greatest(activity_max_load_id, sleep_max_load_id)), 0)::text from '
+            ~ fingerprints) -%}
     {%- if scope == 'new_loads' -%}
         {%- do return('load_id > ' ~ seen) -%}
     {%- endif -%}
     {%- set staging = generate_schema_name('staging', none) -%}
-    {%- set new_users -%}
-        user_id = any(array(
-            select user_id from {{ staging }}.stg_daily_activity where load_id > {{ seen }}
-            union
-            select user_id from {{ staging }}.stg_sleep where load_id > {{ seen }}
-        ))
+    {%- set query -%}
+        select user_id::text from {{ staging }}.stg_daily_activity
+        where load_id > {{ seen }} and user_id is not null
+        union
+        select user_id::text from {{ staging }}.stg_sleep
+        where load_id > {{ seen }} and user_id is not null
     {%- endset -%}
-    {%- do return(new_users) -%}
+    {%- set user_ids = run_query(query).columns[0].values() | list -%}
+    {%- do return(user_id_in(user_ids)) -%}
+{%- endmacro %}
+
+
+{% macro scalar_query_value(query) -%}
+    {%- set value = run_query(query).columns[0].values()[0] -%}
+    {%- do return(value) -%}
 {%- endmacro %}

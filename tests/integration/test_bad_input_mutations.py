@@ -36,7 +36,6 @@ from watcher.routes import DAILY_ACTIVITY, ColumnType, map_header
 from watcher.scanner import inspect_entry
 
 FILE_NAME = "dailyActivity_mutated.csv"
-COLUMNS = [c.name for c in DAILY_ACTIVITY.columns]
 SPACE = " \t\n\r\v\f"
 
 
@@ -144,16 +143,16 @@ def strict_value(text: str, kind: ColumnType) -> Any:
         if not re.fullmatch(r"[-+]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?", value):
             raise ValueError(value)
         return float(value)
-    m = re.fullmatch(r"([0-9]{1,2})/([0-9]{1,2})/([0-9]{4})", value)
+    m = re.fullmatch(r"([0-9]{1,2})/([0-9]{1,2})/([1-9][0-9]{3})", value)
     if not m:
         raise ValueError(value)
-    return date(int(m.group(3)), int(m.group(1)), int(m.group(2)))
+    return date(int(m.group(3)), int(m.group(1)), int(m.group(2))).isoformat()
 
 
 def server_value(conn: psycopg.Connection[Any], text: str, kind: ColumnType) -> Any:
-    row = conn.execute(
-        sql.SQL("SELECT {}::{}").format(sql.Literal(text), sql.SQL(kind.value)),
-    ).fetchone()
+    """PostgreSQL's reading of the text (a date as ISO text: the server reads years psycopg cannot)."""
+    cast = "{}::date::text" if kind is ColumnType.DATE else "{}::" + kind.value
+    row = conn.execute(sql.SQL("SELECT " + cast).format(sql.Literal(text))).fetchone()
     return row[0] if row else None
 
 
@@ -203,7 +202,12 @@ def test_mutations_never_crash_and_never_load_a_wrong_row(
         conn.execute("SET DateStyle = 'ISO, MDY'")
         rows = conn.execute(
             sql.SQL("SELECT _line_number, {} FROM raw.daily_activity ORDER BY 1").format(
-                sql.SQL(", ").join(map(sql.Identifier, COLUMNS))
+                sql.SQL(", ").join(
+                    sql.SQL("{}::text").format(sql.Identifier(c.name))
+                    if c.type is ColumnType.DATE
+                    else sql.Identifier(c.name)
+                    for c in DAILY_ACTIVITY.columns
+                )
             )
         ).fetchall()
         rejected = conn.execute("SELECT line_number, raw_line FROM ops.rejected_rows ORDER BY 1").fetchall()

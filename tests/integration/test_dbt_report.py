@@ -19,8 +19,21 @@ START = dt.date(2016, 3, 1)
 
 def _day(user: int, day: int, steps: int) -> tuple[object, ...]:
     return (
-        user, START + dt.timedelta(days=day), steps, steps / 1300, steps / 1300, 0.0, 0.0, 0.0,
-        steps / 1300, 0.0, 20, 10, 200, 1000, 2000,
+        user,
+        START + dt.timedelta(days=day),
+        steps,
+        steps / 1300,
+        steps / 1300,
+        0.0,
+        0.0,
+        0.0,
+        steps / 1300,
+        0.0,
+        20,
+        10,
+        200,
+        1000,
+        2000,
     )
 
 
@@ -42,7 +55,10 @@ def test_report_prints_classes_and_the_worst_decliner(
     assert run_report(migrated_url, as_json=True, plot_path=None) == EXIT_OK
     answer = json.loads(capsys.readouterr().out)
     assert answer["classes"] == {
-        "consistent": 1, "degrading": 1, "improving": 0, "insufficient_data": 1,
+        "consistent": 1,
+        "degrading": 1,
+        "improving": 0,
+        "insufficient_data": 1,
     }
     assert [u["user_id"] for u in answer["worst_declining"]] == [2]
     assert answer["worst_declining"][0]["trend_ratio"] == pytest.approx(0.4)

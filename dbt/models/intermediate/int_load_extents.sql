@@ -9,6 +9,13 @@
 -- which decides overlapping exports (the newest export wins). A load never changes after it
 -- commits, so an incremental build only reads the loads it has not seen, found through
 -- ops.file_loads and read through the BRIN index on _load_id; loads already replaced are skipped.
+{#- few new loads: an array, so that the BRIN index finds their rows; a full build: a join -#}
+{%- if is_incremental() -%}
+    {%- set in_candidate_loads = 'load_id = any(array(select load_id from candidate_loads))' -%}
+{%- else -%}
+    {%- set in_candidate_loads = 'load_id in (select load_id from candidate_loads)' -%}
+{%- endif %}
+
 with candidate_loads as (
 
     select loads.load_id
@@ -32,7 +39,7 @@ activity as (
         max(activity_date)      as load_latest_date,
         count(*)                as load_rows
     from {{ ref('stg_daily_activity') }}
-    where load_id = any(array(select load_id from candidate_loads))
+    where {{ in_candidate_loads }}
     group by load_id
 
 ),
@@ -45,7 +52,7 @@ sleep as (
         max(sleep_date)         as load_latest_date,
         count(*)                as load_rows
     from {{ ref('stg_sleep') }}
-    where load_id = any(array(select load_id from candidate_loads))
+    where {{ in_candidate_loads }}
     group by load_id
 
 )
