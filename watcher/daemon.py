@@ -222,7 +222,16 @@ class Daemon:
         self._reconcile()
         if not self.stop_requested:
             self._step(startup=True)
+        if not self.stop_requested:
+            self._catch_up()
         self.started = True
+
+    def _catch_up(self) -> None:
+        """Build what an earlier process loaded but never built (it was killed in between)."""
+        try:
+            self.pipeline.catch_up()
+        except (DatabaseUnavailable, psycopg.Error) as exc:
+            log.warning("catch_up_build_skipped", step="startup", error=str(exc).splitlines()[0])
 
     def _warm_up(self) -> None:
         try:

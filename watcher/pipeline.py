@@ -316,9 +316,38 @@ class Pipeline:
         if outcome.rows_rejected:
             self.metrics.rows_rejected.labels(table=table).inc(outcome.rows_rejected)
 
+    def _stale_tables(self) -> set[str]:
+        """Raw tables with loads newer than the last successful build (say, after a crash or --no-dbt)."""
+
+        def query(conn: psycopg.Connection[Any]) -> set[str]:
+            rows = conn.execute(
+                """SELECT DISTINCT target_table FROM ops.file_loads
+                   WHERE finished_at > coalesce(
+                       (SELECT max(finished_at) FROM ops.pipeline_runs WHERE dbt_status = 'success'),
+                       '-infinity')"""
+            ).fetchall()
+            conn.rollback()
+            return {str(r[0]) for r in rows}
+
+        result: set[str] = self._with_database(query)
+        return result
+
+    def _wants_build(self) -> bool:
+        return self.settings.run_dbt and self.transformer is not None and self.transformer.available
+
+    def catch_up(self) -> PassResult | None:
+        """One build for data loaded but never built (a crash between load and build); else nothing."""
+        if not self._wants_build() or not self._stale_tables():
+            return None
+        return self.run_pass([], "startup")
+
     def _build(self, result: PassResult, bound: Any, settled_at: Mapping[str, float]) -> None:
         changed = {o.table for o in result.outcomes if o.outcome in LOADING_OUTCOMES and o.table}
-        if not changed or not self.settings.run_dbt or self.transformer is None:
+        if not self.settings.run_dbt or self.transformer is None:
+            return
+        if changed or not result.outcomes:
+            changed |= self._stale_tables() if self.transformer.available else set()
+        if not changed:
             return
         if not self.transformer.available:
             bound.info(
@@ -394,8 +423,7 @@ class Pipeline:
             return
         started = time.monotonic()
         try:
-            with self.transformer._lock:  # a build meanwhile waits for this parse, not a second one
-                self.transformer._warm_runner()
+            self.transformer.warm()  # a build meanwhile waits for this parse, not a second one
         except TransformUnavailable as exc:
             log.warning("dbt_warm_up_failed", step="dbt", error=str(exc))
             return

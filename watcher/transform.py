@@ -70,6 +70,7 @@ def profile_environment(conninfo: str, schema: str = "analytics") -> dict[str, s
         "WEARABLE_DBT_DBNAME": str(params.get("dbname") or params.get("user") or "postgres"),
         "WEARABLE_DBT_SCHEMA": schema,
         "WEARABLE_DBT_SSLMODE": str(params.get("sslmode") or "prefer"),
+        "WEARABLE_DBT_THREADS": os.environ.get("WEARABLE_DBT_THREADS", "4"),
     }
 
 
@@ -86,6 +87,7 @@ class Transformer:
         self.conninfo = conninfo
         self._lock = threading.Lock()
         self._runner: Any = None
+        self._models: list[tuple[str, str, str]] = []
 
     @property
     def available(self) -> bool:
@@ -103,6 +105,11 @@ class Transformer:
             "info",
         ]
 
+    def warm(self) -> None:
+        """Parse the project now (the daemon does this at start, off the loading path)."""
+        with self._lock:
+            self._warm_runner()
+
     def _warm_runner(self) -> Any:
         """Parse the project once; later builds reuse the manifest."""
         if self._runner is not None:
@@ -117,8 +124,27 @@ class Transformer:
             raise TransformUnavailable(
                 f"dbt could not parse the project: {parsed.exception or 'see dbt logs'}"
             )
-        self._runner = dbtRunner(manifest=parsed.result)  # type: ignore[arg-type]
+        manifest: Any = parsed.result
+        self._runner = dbtRunner(manifest=manifest)
+        self._models = [
+            (node.name, node.schema, node.alias or node.name)
+            for node in manifest.nodes.values()
+            if node.resource_type == "model" and node.config.materialized != "ephemeral"
+        ]
         return self._runner
+
+    def _missing_models(self, conn: psycopg.Connection[Any]) -> list[str]:
+        """Models whose relation does not exist yet (a new database, or models added by an upgrade).
+
+        Selecting only what is downstream of a changed table would fail when such a model reads a
+        relation that was never built; these are added to the selection.
+        """
+        missing = []
+        for name, schema, alias in self._models:
+            row = conn.execute("SELECT to_regclass(%s)", (f'"{schema}"."{alias}"',)).fetchone()
+            if row is None or row[0] is None:
+                missing.append(name)
+        return missing
 
     def build(self, tables: Iterable[str], *, full_refresh: bool = False) -> BuildResult:
         """One dbt build of the models and tests downstream of ``tables``."""
@@ -129,7 +155,10 @@ class Transformer:
             log.info("dbt_build_started", step="dbt", selectors=list(selectors), wall_time=time.time())
             try:
                 runner = self._warm_runner()
-                args = ["build", *self._base_args(), "--select", *selectors]
+                missing = self._missing_models(lock_conn)
+                args = ["build", *self._base_args(), "--select", *selectors, *missing]
+                # dbt unit tests check the models' SQL, not the data: the test suite runs them.
+                args += ["--exclude-resource-type", "unit_test"]
                 if full_refresh:
                     args.append("--full-refresh")
                 outcome = runner.invoke(args)
