@@ -116,6 +116,7 @@ def test_sigkill_of_a_daemon_at_twenty_random_moments(tmp_path: Path, migrated_u
             daemon.wait_exit(10)
     final = DaemonProcess(lake, migrated_url, tmp_path / "final.log", no_dbt=True).start()
     try:
+        wait_until(lambda: final.get("/readyz")[0] == 200, timeout=120, message="final daemon ready")
         wait_until(
             lambda: loaded_files(migrated_url) == expected_files, timeout=120, message="backlog loaded"
         )
