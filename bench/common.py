@@ -31,15 +31,17 @@ DAILY_COLUMNS = (
 )
 
 
-def daily_line(i: int, users: int, day: str) -> str:
+def daily_line(i: int, users: int, day: str, id_base: int = 4000000000) -> str:
     return (
-        f"{4000000000 + i % users},{day},{(i * 7919) % 20000},{(i % 997) / 97:.13f},"
+        f"{id_base + i % users},{day},{(i * 7919) % 20000},{(i % 997) / 97:.13f},"
         f"{(i % 997) / 97:.13f},0,{(i % 13) / 7:.13f},{(i % 5) / 3:.13f},{(i % 31) / 11:.13f},0,"
         f"{i % 60},{i % 30},{i % 300},{i % 1000},{1500 + i % 2000}\r\n"
     )
 
 
-def write_daily(path: Path, rows: int, *, users: int = 1000, bad_every: int = 0) -> Path:
+def write_daily(
+    path: Path, rows: int, *, users: int = 1000, bad_every: int = 0, id_base: int = 4000000000
+) -> Path:
     """A Fitbit-shaped daily-activity file; every ``bad_every``-th row has a non-number in it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     start = date(2016, 1, 1)
@@ -49,7 +51,7 @@ def write_daily(path: Path, rows: int, *, users: int = 1000, bad_every: int = 0)
         out.write(DAILY_HEADER + "\r\n")
         chunk: list[str] = []
         for i in range(rows):
-            line = daily_line(i, users, labels[i // users])
+            line = daily_line(i, users, labels[i // users], id_base)
             if bad_every and i % bad_every == bad_every - 1:
                 line = _break(line)
             chunk.append(line)
