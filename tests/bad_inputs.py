@@ -207,7 +207,11 @@ def row_cases() -> list[Case]:
                 23: _replace_field(base(13023), 3, b"N/A"),
                 24: _replace_field(base(13024), 1, b"NULL"),
             },
-            {22: "'#VALUE!' is not a whole number", 23: "'N/A' is not a number", 24: "'NULL' is not a valid date"},
+            {
+                22: "'#VALUE!' is not a whole number",
+                23: "'N/A' is not a number",
+                24: "'NULL' is not a valid date",
+            },
         ),
     ]
 
@@ -298,7 +302,9 @@ def tolerated_cases() -> list[Case]:
             warning="extra columns not loaded: Notes, Device",
             rejected=(
                 Rejected(
-                    10, (_replace_field(daily_line(23007), 2, b"bad") + b",n,x").decode(), "'bad' is not a whole"
+                    10,
+                    (_replace_field(daily_line(23007), 2, b"bad") + b",n,x").decode(),
+                    "'bad' is not a whole",
                 ),
             ),
             loaded_lines=(2, 3, 4, 5, 7, 8, 9, *range(11, 203)),
@@ -405,7 +411,9 @@ def file_cases() -> list[Case]:
     daily = "dailyActivity_merged.csv"
     return [
         Case("file_empty", daily, _file(b""), "rejected", "the file is empty"),
-        Case("file_header_only", daily, _file(DAILY_HEADER.encode() + CRLF), "rejected", "header but no rows"),
+        Case(
+            "file_header_only", daily, _file(DAILY_HEADER.encode() + CRLF), "rejected", "header but no rows"
+        ),
         Case(
             "file_header_and_blank_lines",
             daily,
@@ -445,7 +453,11 @@ def file_cases() -> list[Case]:
         Case(
             "file_not_utf8_header",
             daily,
-            _file(csv_bytes(DAILY_HEADER + ",Région", daily_lines(46, 3)).replace("Région".encode(), b"R\xe9gion")),
+            _file(
+                csv_bytes(DAILY_HEADER + ",Région", daily_lines(46, 3)).replace(
+                    "Région".encode(), b"R\xe9gion"
+                )
+            ),
             "rejected",
             "not UTF-8 text",
         ),
@@ -455,7 +467,13 @@ def file_cases() -> list[Case]:
             _file(_latin1_everywhere()),
             "rejected",
             "over the error budget of 1.0% (most common: not UTF-8, 30 rows)",
-            rejected=(Rejected(2, (daily_lines(41, 1)[0] + b",Z\xfcrich").decode("utf-8", "backslashreplace"), "not UTF-8"),),
+            rejected=(
+                Rejected(
+                    2,
+                    (daily_lines(41, 1)[0] + b",Z\xfcrich").decode("utf-8", "backslashreplace"),
+                    "not UTF-8",
+                ),
+            ),
         ),
         Case(
             "file_utf16",
@@ -474,8 +492,20 @@ def file_cases() -> list[Case]:
             "rejected",
             "bare carriage return",
         ),
-        Case("file_first_line_empty", daily, _file(CRLF + csv_bytes(DAILY_HEADER, daily_lines(49, 3))), "rejected", "first line is empty"),
-        Case("file_line_too_long", daily, _file(_long_line()), "rejected", "line 11 is longer than 1,048,576 bytes"),
+        Case(
+            "file_first_line_empty",
+            daily,
+            _file(CRLF + csv_bytes(DAILY_HEADER, daily_lines(49, 3))),
+            "rejected",
+            "first line is empty",
+        ),
+        Case(
+            "file_line_too_long",
+            daily,
+            _file(_long_line()),
+            "rejected",
+            "line 11 is longer than 1,048,576 bytes",
+        ),
         Case(
             "file_all_rows_bad",
             daily,
@@ -486,12 +516,24 @@ def file_cases() -> list[Case]:
         Case(
             "file_over_budget",
             daily,
-            _file(_with_bad_lines(51, {n: _replace_field(daily_line(51000 + n), 2, b"x") for n in (3, 9, 27)}, 100)),
+            _file(
+                _with_bad_lines(
+                    51, {n: _replace_field(daily_line(51000 + n), 2, b"x") for n in (3, 9, 27)}, 100
+                )
+            ),
             "rejected",
             "3 of 100 rows are bad (3.0%), over the error budget of 1.0%",
-            rejected=(Rejected(3, _replace_field(daily_line(51003), 2, b"x").decode(), "'x' is not a whole number"),),
+            rejected=(
+                Rejected(3, _replace_field(daily_line(51003), 2, b"x").decode(), "'x' is not a whole number"),
+            ),
         ),
-        Case("file_directory_named_csv", "dailyActivity_folder.csv", _directory, "rejected", "a directory, not a file"),
+        Case(
+            "file_directory_named_csv",
+            "dailyActivity_folder.csv",
+            _directory,
+            "rejected",
+            "a directory, not a file",
+        ),
         Case(
             "file_link_outside",
             "dailyActivity_link.csv",
@@ -499,7 +541,13 @@ def file_cases() -> list[Case]:
             "rejected",
             "a link that leads outside the data lake; not followed",
         ),
-        Case("file_dangling_link", "dailyActivity_dangling.csv", _dangling_link, "rejected", "does not lead to a regular file"),
+        Case(
+            "file_dangling_link",
+            "dailyActivity_dangling.csv",
+            _dangling_link,
+            "rejected",
+            "does not lead to a regular file",
+        ),
         Case("file_link_loop", "loop_a_dailyActivity.csv", _link_loop, "rejected", "cannot be followed"),
         Case("file_fifo", "dailyActivity_pipe.csv", _fifo, "rejected", "not a regular file"),
         Case(

@@ -146,7 +146,9 @@ def _decide_and_load(
         return _record_problem(cur, relative, entry, route, failed, info)
     except (ValueError, LookupError) as exc:  # a defect of ours; the file is retried next pass
         log.exception("file_check_crashed", path=relative, error=type(exc).__name__)
-        crashed = FileProblem(f"internal error while reading the file ({type(exc).__name__})", status="failed")
+        crashed = FileProblem(
+            f"internal error while reading the file ({type(exc).__name__})", status="failed"
+        )
         return _record_problem(cur, relative, entry, route, crashed, info)
 
 
@@ -240,7 +242,9 @@ def _read_into_table(
             with conn.transaction():
                 fast = stream_copy(cur, handle, route, limits.max_line_bytes, progress)
             mapping = fast.header.mapping
-            return QuarantineResult(fast.sha256, fast.rows, 0, fast.bytes_read, mapping, header_warnings(mapping))
+            return QuarantineResult(
+                fast.sha256, fast.rows, 0, fast.bytes_read, mapping, header_warnings(mapping)
+            )
         except RowProblem as problem:
             log.info("file_checked_line_by_line", path=relative, reason=problem.reason)
         handle.seek(0)

@@ -100,7 +100,9 @@ def read_header(handle: BinaryIO, route: Route, max_line_bytes: int) -> Header:
             "lines end with a bare carriage return (CR, old Mac style); save the file with LF or CRLF line ends"
         )
     if len(raw) > max_line_bytes and not raw.endswith(b"\n"):
-        raise FileProblem(f"the header line is longer than {max_line_bytes:,} bytes (is it really a CSV export?)")
+        raise FileProblem(
+            f"the header line is longer than {max_line_bytes:,} bytes (is it really a CSV export?)"
+        )
     try:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -157,7 +159,9 @@ def fast_copy_statement(route: Route, mapping: HeaderMapping) -> sql.Composed:
         name = sql.Identifier(column.name)
         if column.type is ColumnType.DATE:
             within = sql.SQL("{} BETWEEN '1000-01-01' AND '9999-12-31'").format(name)
-            conditions.append(within if column.required else sql.SQL("({} IS NULL OR {})").format(name, within))
+            conditions.append(
+                within if column.required else sql.SQL("({} IS NULL OR {})").format(name, within)
+            )
         elif column.required:
             conditions.append(sql.SQL("{} IS NOT NULL").format(name))
     where = sql.SQL(" AND ").join(conditions) if conditions else sql.SQL("true")

@@ -32,6 +32,7 @@ from typing import Any, BinaryIO
 
 import psycopg
 from psycopg import sql
+from psycopg.copy import QueuedLibpqWriter
 
 from watcher.loader import (
     BLOCK_SIZE,
@@ -167,9 +168,10 @@ class _Piece:
     """What one block of the file became: main-stream records (one per line) and side records."""
 
     first_line: int
+    """Line number of the first main-stream record of the piece (the records are in line order)."""
     offset: int
-    main: bytes
-    lines: int
+    """Where that line starts in the file."""
+    main: list[bytes | memoryview]
     side: list[_SideRecord] = field(default_factory=list)
 
 
@@ -190,6 +192,7 @@ class _Scanner:
         self.progress = progress
         self.columns = header.mapping.file_columns
         self.eol = b"\r\n" if header.raw.endswith(b"\r\n") else b"\n"
+        self.common_run = plain_lines_pattern(self.columns, self.eol, common=True)
         self.run = plain_lines_pattern(self.columns, self.eol)
         self.single = re.compile(plain_line_pattern(self.columns, self.eol))
         self.project = projection(self.columns, self.eol) if header.mapping.needs_projection else None
@@ -199,43 +202,52 @@ class _Scanner:
         self.digest = hashlib.sha256(header.raw)
         self.bytes_read = len(header.raw)
         self.next_line = 2
+        self.emitted = 2
+        """Line number of the next main-stream record; lines of an open quoted field wait."""
+        self.emit_offset = len(header.raw)
         self.good = 0
         self.blank = 0
         self.pending: list[bytes] = []
         self.pending_start = 0
-        self._out: list[bytes] = []
+        self._out: list[bytes | memoryview] = []
         self._side: list[_SideRecord] = []
 
     # -- reading ------------------------------------------------------------------------------
 
     def pieces(self) -> Iterator[_Piece]:
+        """The file after its header, one piece per block read; the blocks are not copied."""
         carry = b""
-        offset = self.bytes_read
         while block := self.handle.read(BLOCK_SIZE):
             self.digest.update(block)
             self.bytes_read += len(block)
             if self.progress is not None:
                 self.progress(len(block))
-            if carry:
-                first_end = block.find(b"\n")
-                if (first_end if first_end >= 0 else len(block)) + len(carry) > self.max_line_bytes:
+            first_end = block.find(b"\n")
+            if first_end < 0:
+                carry += block
+                if len(carry) > self.max_line_bytes:
                     raise too_long_problem(self.next_line, self.max_line_bytes)
-                buf = carry + block
-            else:
-                buf = block
-            cut = buf.rfind(b"\n") + 1
-            complete, carry = buf[:cut], buf[cut:]
-            if len(carry) > self.max_line_bytes:
-                raise too_long_problem(self.next_line + complete.count(b"\n"), self.max_line_bytes)
-            if complete:
+                continue
+            start = 0
+            if carry:  # the line that began in an earlier block ends in this one
+                head = carry + block[: first_end + 1]
+                if len(head) > self.max_line_bytes + 2:
+                    raise too_long_problem(self.next_line, self.max_line_bytes)
+                yield self._scan(head, 0, len(head))
+                start = first_end + 1
+            cut = block.rfind(b"\n") + 1
+            if cut > start:
                 if self.max_line_bytes < BLOCK_SIZE:
-                    self._check_line_lengths(complete)
-                yield self._scan(complete, offset)
-                offset += len(complete)
+                    self._check_line_lengths(block[start:cut])
+                yield self._scan(block, start, cut)
+            carry = block[cut:]
+            if len(carry) > self.max_line_bytes:
+                raise too_long_problem(self.next_line, self.max_line_bytes)
         if carry:  # the last line has no line end (or half of one: a CR without its LF)
-            yield self._scan(carry.removesuffix(b"\r") + self.eol, offset)
+            tail = carry.removesuffix(b"\r") + self.eol
+            yield self._scan(tail, 0, len(tail))
         while self.pending:
-            first = self.next_line
+            first, offset = self.emitted, self.emit_offset
             self._give_up()
             yield self._take(first, offset)
 
@@ -244,23 +256,25 @@ class _Scanner:
             if len(line) > self.max_line_bytes:
                 raise too_long_problem(self.next_line + index, self.max_line_bytes)
 
-    def _scan(self, buf: bytes, offset: int) -> _Piece:
-        first = self.next_line
-        pos, end = 0, len(buf)
+    def _scan(self, buf: bytes, pos: int, end: int) -> _Piece:
+        """Sort the complete lines of ``buf[pos:end]``: runs of ordinary lines go as they are."""
+        first, offset = self.emitted, self.emit_offset
+        view = memoryview(buf)
         while pos < end:
             if not self.pending:
-                run = self.run.match(buf, pos)
-                stop = run.end() if run else pos
+                stop = _run_end(self.common_run, buf, pos, end)
+                if stop == pos:
+                    stop = _run_end(self.run, buf, pos, end)
                 if stop > pos:
-                    chunk = buf[pos:stop]
-                    count = chunk.count(b"\n")
-                    self._out.append(self._projected(chunk))
+                    count = buf.count(b"\n", pos, stop)
+                    part = self._projected(buf[pos:stop]) if self.project else view[pos:stop]
+                    self._emit(part, count, stop - pos)
                     self.next_line += count
                     self.good += count
                     pos = stop
                     if pos >= end:
                         break
-            newline = buf.find(b"\n", pos)
+            newline = buf.find(b"\n", pos, end)
             line = buf[pos : newline + 1]
             pos = newline + 1
             number = self.next_line
@@ -268,9 +282,14 @@ class _Scanner:
             self._feed(number, line)
         return self._take(first, offset)
 
+    def _emit(self, part: bytes | memoryview, records: int, file_bytes: int) -> None:
+        """Main-stream records for the next ``records`` lines of the file (``file_bytes`` long)."""
+        self._out.append(part)
+        self.emitted += records
+        self.emit_offset += file_bytes
+
     def _take(self, first: int, offset: int) -> _Piece:
-        main = b"".join(self._out)
-        piece = _Piece(first, offset, main, main.count(b"\n"), self._side)
+        piece = _Piece(first, offset, self._out, self._side)
         self._out, self._side = [], []
         return piece
 
@@ -294,13 +313,13 @@ class _Scanner:
             self.pending, self.pending_start = [line], number
             return
         if self.single.fullmatch(line):
-            self._out.append(self._projected(line))
+            self._emit(self._projected(line), 1, len(line))
             self.good += 1
             return
         content = _without_line_end(line)
         if not content.strip(b" \t\r\v\f"):
             self.blank += 1
-            self._out.append(self.placeholder)
+            self._emit(self.placeholder, 1, len(line))
             return
         self._verdict(number, line, content, 1)
 
@@ -324,7 +343,7 @@ class _Scanner:
             "a quoted field is never closed (odd number of '\"' characters)", "unterminated quote"
         )
         self.spool.add(start, lines[0], problem)
-        self._out.append(self.placeholder)
+        self._emit(self.placeholder, 1, len(lines[0]))
         for index, line in enumerate(lines[1:], start=1):
             self._feed(start + index, line)
 
@@ -339,19 +358,24 @@ class _Scanner:
         if checked is None:
             checked = self._check(content if content is not None else _without_line_end(record))
         if isinstance(checked, RowError):
-            shown = record if len(record) <= SHOWN_BYTES_OF_LONG_RECORD else record[:SHOWN_BYTES_OF_LONG_RECORD]
+            shown = (
+                record if len(record) <= SHOWN_BYTES_OF_LONG_RECORD else record[:SHOWN_BYTES_OF_LONG_RECORD]
+            )
             self.spool.add(number, shown, checked)
         else:
             payload = b"%d," % number + csv_line(checked.values).encode("utf-8") + b"\n"
             self._side.append(_SideRecord(number, payload, record))
             self.good += 1
-        self._out.append(self.placeholder * line_count)
+        self._emit(self.placeholder * line_count, line_count, len(record))
 
     def _check(self, content: bytes) -> Checked | RowError:
         try:
             text = content.decode("utf-8")
         except UnicodeDecodeError as exc:
-            return RowError(f"the line is not UTF-8 text (byte {exc.start + 1} is 0x{content[exc.start]:02x})", "not UTF-8")
+            return RowError(
+                f"the line is not UTF-8 text (byte {exc.start + 1} is 0x{content[exc.start]:02x})",
+                "not UTF-8",
+            )
         if "\x00" in text:
             return RowError("the line contains a NUL byte (binary data?)", "binary data")
         fields = split_record(text)
@@ -359,11 +383,17 @@ class _Scanner:
             return fields
         if any("\r" in f.text for f in fields if not f.quoted):
             return RowError("a carriage return (CR) in the middle of the line", "stray carriage return")
-        if len(fields) == len(self.header_keys) and [
-            normalize_header(f.text) for f in fields
-        ] == self.header_keys:
+        if (
+            len(fields) == len(self.header_keys)
+            and [normalize_header(f.text) for f in fields] == self.header_keys
+        ):
             return RowError("the header line again (were two files joined into one?)", "repeated header")
         return check_record(fields, self.columns)
+
+
+def _run_end(pattern: re.Pattern[bytes], buf: bytes, pos: int, end: int) -> int:
+    match = pattern.match(buf, pos, end)
+    return match.end() if match else pos
 
 
 def _without_line_end(line: bytes) -> bytes:
@@ -378,7 +408,7 @@ def _without_line_end(line: bytes) -> bytes:
 class _Segment:
     start: int
     offset: int
-    chunks: list[bytes] = field(default_factory=list)
+    chunks: list[bytes | memoryview] = field(default_factory=list)
     size: int = 0
     side: list[_SideRecord] = field(default_factory=list)
     side_size: int = 0
@@ -427,10 +457,10 @@ class _Writer:
             self._segment = _Segment(piece.first_line, piece.offset)
             self._open_main(piece.first_line)
         segment = self._segment
-        if piece.main:
-            self._copy.write(piece.main)
-            segment.chunks.append(piece.main)
-            segment.size += len(piece.main)
+        for part in piece.main:
+            self._copy.write(part)
+            segment.chunks.append(part)
+            segment.size += len(part)
         segment.side.extend(piece.side)
         segment.side_size += sum(len(r.payload) for r in piece.side)
         if segment.size >= SEGMENT_BYTES or segment.side_size >= SEGMENT_BYTES:
@@ -455,7 +485,9 @@ class _Writer:
     def _open_main(self, first_line: int) -> None:
         self._stack.enter_context(self.conn.transaction())
         self.cur.execute("SELECT setval(%s::regclass, %s, false)", (self.sequence, first_line))
-        self._copy = self._stack.enter_context(self.cur.copy(self.main_statement))
+        # A writer thread sends while this one scans the next block: the server never waits for us.
+        writer = QueuedLibpqWriter(self.cur)
+        self._copy = self._stack.enter_context(self.cur.copy(self.main_statement, writer=writer))
 
     def _resend_main(self, segment: _Segment, exc: Exception) -> None:
         data = b"".join(segment.chunks)
@@ -529,7 +561,9 @@ def _not_placeholder(mapping: HeaderMapping) -> sql.Composable:
     required = [c for c in mapping.file_columns if c is not None and c.required]
     if required:
         return sql.SQL("{} IS NOT NULL").format(sql.Identifier(required[0].name))
-    return sql.SQL("num_nonnulls({}) > 0").format(sql.SQL(", ").join(map(sql.Identifier, mapping.copy_columns)))
+    return sql.SQL("num_nonnulls({}) > 0").format(
+        sql.SQL(", ").join(map(sql.Identifier, mapping.copy_columns))
+    )
 
 
 def _context_line(exc: BaseException) -> int | None:
@@ -592,7 +626,9 @@ def load_with_quarantine(
         )
     if scanner.blank:
         notes.append(f"{plural(scanner.blank, 'blank line')} skipped")
-    return QuarantineResult(sha256, loaded, spool.count, scanner.bytes_read, header.mapping, tuple(notes), over)
+    return QuarantineResult(
+        sha256, loaded, spool.count, scanner.bytes_read, header.mapping, tuple(notes), over
+    )
 
 
 def plural(count: int, noun: str) -> str:
@@ -606,4 +642,3 @@ def header_warnings(mapping: HeaderMapping) -> tuple[str, ...]:
     if mapping.missing_optional:
         notes.append(f"optional columns missing, loaded as null: {', '.join(mapping.missing_optional)}")
     return tuple(notes)
-

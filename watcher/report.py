@@ -110,7 +110,7 @@ def fetch_report(conn: psycopg.Connection[Any], *, limit: int) -> Report:
         " late_active_days, last_observed_date FROM {}"
         " WHERE trend_class = 'degrading' ORDER BY trend_ratio, user_id LIMIT %s"
     ).format(_mart("user_engagement_trend"))
-    worst = [DecliningUser(*row) for row in conn.execute(worst_query, (limit,))]
+    worst = [DecliningUser(*row) for row in conn.execute(worst_query, (max(0, limit),))]
     return Report(counts, weeks, worst)
 
 

@@ -30,6 +30,7 @@ from psycopg import sql
 
 from tests.conftest import with_dbname
 from tests.helpers import DAILY_HEADER
+from watcher import quarantine
 from watcher.database import migrate
 from watcher.ingest import LoadLimits, process_file
 from watcher.routes import DAILY_ACTIVITY, ColumnType, map_header
@@ -77,11 +78,21 @@ def valid_line(draw: st.DrawFn, index: int) -> bytes:
     return ",".join(fields).encode()
 
 
+NOTES = st.sampled_from(
+    [b"", b"ok", b'"a, b"', b'"two\nlines"', b'"three\r\nlines\nhere"', b"\xc3\xa9t\xc3\xa9"]
+)
+
+
 @st.composite
 def valid_file(draw: st.DrawFn) -> bytes:
+    """A valid export; sometimes with an extra Notes column whose quoted text spans lines."""
     count = draw(st.integers(1, 25))
     eol = draw(st.sampled_from([b"\r\n", b"\n"]))
-    lines = [DAILY_HEADER.encode()] + [draw(valid_line(i)) for i in range(count)]
+    notes = draw(st.integers(0, 3)) == 0
+    lines = [DAILY_HEADER.encode() + (b",Notes" if notes else b"")]
+    for i in range(count):
+        line = draw(valid_line(i))
+        lines.append(line + b"," + draw(NOTES) if notes else line)
     return eol.join(lines) + (eol if draw(st.booleans()) else b"")
 
 
@@ -186,6 +197,30 @@ def same(a: Any, b: Any) -> bool:
 def test_mutations_never_crash_and_never_load_a_wrong_row(
     content: bytes, mutation_db: str, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
+    load_and_check(content, mutation_db, tmp_path_factory)
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(content=mutated_file())
+def test_mutations_with_tiny_blocks_and_segments(
+    content: bytes,
+    mutation_db: str,
+    tmp_path_factory: pytest.TempPathFactory,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The same, with blocks and segments of a few lines: every boundary case comes up."""
+    monkeypatch.setattr(quarantine, "BLOCK_SIZE", 97)
+    monkeypatch.setattr(quarantine, "SEGMENT_BYTES", 300)
+    monkeypatch.setattr(quarantine, "SIDE_SEGMENT_ROWS", 2)
+    load_and_check(content, mutation_db, tmp_path_factory)
+
+
+def load_and_check(content: bytes, mutation_db: str, tmp_path_factory: pytest.TempPathFactory) -> None:
     lake = tmp_path_factory.mktemp("mut")
     path = lake / FILE_NAME
     path.write_bytes(content)
@@ -274,10 +309,18 @@ def _plainly_valid(line: bytes, mapping: Any) -> bool:
     if b"\x00" in record:
         return False
     try:
+        record.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    try:
         fields = fields_of(record)
     except UnicodeDecodeError:
         return False
-    if fields is None or len(fields) != len(mapping.file_columns) or "\r" in record.decode("utf-8", "replace"):
+    if (
+        fields is None
+        or len(fields) != len(mapping.file_columns)
+        or "\r" in record.decode("utf-8", "replace")
+    ):
         return False
     for column, (text, _quoted) in zip(mapping.file_columns, fields, strict=True):
         if column is None:

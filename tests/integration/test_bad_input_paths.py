@@ -52,7 +52,9 @@ def load(
 
 def manifest_row(conn: psycopg.Connection[Any], relative: str) -> dict[str, Any]:
     with conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
-        row = cur.execute("SELECT * FROM ops.raw_ingest_manifest WHERE source_path = %s", (relative,)).fetchone()
+        row = cur.execute(
+            "SELECT * FROM ops.raw_ingest_manifest WHERE source_path = %s", (relative,)
+        ).fetchone()
     conn.rollback()
     assert row is not None
     return row
@@ -148,7 +150,13 @@ def test_a_route_can_set_its_own_budget(conn: psycopg.Connection[Any], tmp_path:
     assert (outcome.outcome, outcome.rows_loaded, outcome.rows_rejected) == ("loaded", 90, 10)
     strict = dataclasses.replace(DAILY_ACTIVITY, error_budget_fraction=None, error_budget_rows=5)
     (tmp_path / "dailyActivity_b.csv").write_bytes((tmp_path / "dailyActivity_a.csv").read_bytes() + b"\n")
-    outcome = load(conn, tmp_path, "dailyActivity_b.csv", routes=(strict, SLEEP), limits=LoadLimits(error_budget_fraction=0.5))
+    outcome = load(
+        conn,
+        tmp_path,
+        "dailyActivity_b.csv",
+        routes=(strict, SLEEP),
+        limits=LoadLimits(error_budget_fraction=0.5),
+    )
     assert outcome.outcome == "rejected"
     assert "over the error budget of 5 rows" in (outcome.reason or "")
 
@@ -177,7 +185,8 @@ def test_lines_the_server_refuses_are_recorded_with_its_reason(
         assert "TotalSteps: invalid input syntax for type integer" in reasons[900]
     assert 901 not in numbers
     value = conn.execute(
-        "SELECT total_steps FROM raw.daily_activity WHERE _source_path = %s AND _line_number = 901", (path.name,)
+        "SELECT total_steps FROM raw.daily_activity WHERE _source_path = %s AND _line_number = 901",
+        (path.name,),
     ).fetchone()
     assert value == (12,)
     loaded = conn.execute(
@@ -201,7 +210,12 @@ def test_the_checked_path_loads_exactly_what_the_fast_path_loads(
         broken.parent.mkdir(parents=True, exist_ok=True)
         broken.write_bytes(CRLF.join(lines))
         fast = load(conn, tmp_path, relative)
-        slow = load(conn, tmp_path, broken.relative_to(tmp_path).as_posix(), limits=LoadLimits(error_budget_fraction=0.5))
+        slow = load(
+            conn,
+            tmp_path,
+            broken.relative_to(tmp_path).as_posix(),
+            limits=LoadLimits(error_budget_fraction=0.5),
+        )
         assert fast.outcome == slow.outcome == "loaded"
         assert (fast.rows_rejected, slow.rows_rejected) == (0, 1)
         table = fast.table or ""
@@ -232,7 +246,9 @@ def test_a_stray_quote_costs_its_own_line_only(conn: psycopg.Connection[Any], tm
     ]
 
 
-def test_a_long_line_after_a_bad_row_still_rejects_the_file(conn: psycopg.Connection[Any], tmp_path: Path) -> None:
+def test_a_long_line_after_a_bad_row_still_rejects_the_file(
+    conn: psycopg.Connection[Any], tmp_path: Path
+) -> None:
     lines = daily_lines(1, 50)
     lines[2] = _replace_field(lines[2], 2, b"x")
     lines[30] = b"1," + b"7" * (3 << 20)
@@ -246,7 +262,9 @@ def test_a_long_line_after_a_bad_row_still_rejects_the_file(conn: psycopg.Connec
     assert raw_count(conn, path.name) == 0
 
 
-def test_a_copy_of_a_file_with_bad_lines_is_a_duplicate(conn: psycopg.Connection[Any], tmp_path: Path) -> None:
+def test_a_copy_of_a_file_with_bad_lines_is_a_duplicate(
+    conn: psycopg.Connection[Any], tmp_path: Path
+) -> None:
     path = big_daily(tmp_path / "dailyActivity_a.csv", 500, {9: _replace_field(daily_line(9), 2, b"x")})
     (tmp_path / "dailyActivity_copy.csv").write_bytes(path.read_bytes())
     assert load(conn, tmp_path, "dailyActivity_a.csv").outcome == "loaded"
@@ -292,7 +310,9 @@ def test_rejections_reach_the_metrics_and_the_runs_table(migrated_url: str, tmp_
     "(4/12/20a6 -> 2020-04-12); only a file that goes through the checked path rejects it",
 )
 def test_the_fast_path_rejects_a_garbled_date(conn: psycopg.Connection[Any], tmp_path: Path) -> None:
-    path = big_daily(tmp_path / "dailyActivity_d.csv", 200, {9: _replace_field(daily_line(9), 1, b"4/12/20a6")})
+    path = big_daily(
+        tmp_path / "dailyActivity_d.csv", 200, {9: _replace_field(daily_line(9), 1, b"4/12/20a6")}
+    )
     outcome = load(conn, tmp_path, path.name)
     assert [n for n, _, _ in rejected_rows(conn, path.name)] == [9]
     assert outcome.rows_rejected == 1

@@ -230,3 +230,22 @@ def test_the_profile_reads_the_connection_from_env_and_writes_no_password(
     for path in target.rglob("*"):
         if path.is_file():
             assert b"pw-never-written-7c1e" not in path.read_bytes(), path
+
+
+def test_scoped_data_tests_still_catch_bad_rows_of_a_new_load(migrated_url: str, tmp_path: Path) -> None:
+    """Incremental builds test only what changed; a bad value in the new load must still fail."""
+    rng = random.Random(11)
+    target = tmp_path / "target"
+    with psycopg.connect(migrated_url) as conn:
+        load_file(conn, "daily_activity", "a.csv", _activity_rows(rng, range(1, 6), range(0, 30)))
+    run_dbt(migrated_url, ["build"], target_path=target)
+    bad = _activity_rows(rng, range(3, 4), range(30, 32))
+    bad[1] = (*bad[1][:2], 150_000, *bad[1][3:])  # steps above 100,000
+    with psycopg.connect(migrated_url) as conn:
+        load_file(conn, "daily_activity", "b.csv", bad)
+    with pytest.raises(AssertionError, match="user_daily_activity_values_in_range"):
+        run_dbt(
+            migrated_url,
+            ["build", "--select", "source:raw.daily_activity+", "--exclude-resource-type", "unit_test"],
+            target_path=target,
+        )

@@ -23,7 +23,9 @@ def build(lake: Path) -> None:
         lines[number - 2] = _replace_field(lines[number - 2], 2, b"n/a")
     (lake / "batch").mkdir(parents=True)
     (lake / OVER_BUDGET).write_bytes(csv_bytes(DAILY_HEADER, lines))
-    (lake / BROKEN_HEADER).write_bytes(csv_bytes(DAILY_HEADER.replace("TotalSteps", "Steps"), daily_lines(2, 20)))
+    (lake / BROKEN_HEADER).write_bytes(
+        csv_bytes(DAILY_HEADER.replace("TotalSteps", "Steps"), daily_lines(2, 20))
+    )
     (lake / CLEAN).write_bytes(csv_bytes(DAILY_HEADER, daily_lines(3, 30)))
 
 
@@ -55,7 +57,9 @@ def test_reprocess_after_fixing_the_budget_then_the_file(migrated_url: str, tmp_
     assert "reprocess" in before[OVER_BUDGET]["error_reason"]
     assert before[BROKEN_HEADER]["error_reason"] == "required columns missing: TotalSteps"
     assert before[CLEAN]["status"] == "loaded"
-    rejected_lines = "SELECT array_agg(line_number ORDER BY line_number) FROM ops.rejected_rows WHERE source_path = %s"
+    rejected_lines = (
+        "SELECT array_agg(line_number ORDER BY line_number) FROM ops.rejected_rows WHERE source_path = %s"
+    )
     assert scalar(migrated_url, rejected_lines, OVER_BUDGET) == [5, 50, 95]
 
     # The budget is raised for this export: the rejected file loads, its bad lines stay recorded.
@@ -67,7 +71,11 @@ def test_reprocess_after_fixing_the_budget_then_the_file(migrated_url: str, tmp_
     assert code == 0, result
     assert [(f["path"], f["outcome"]) for f in result["files"]] == [(OVER_BUDGET, "loaded")]
     after = manifest(migrated_url)
-    assert (after[OVER_BUDGET]["status"], after[OVER_BUDGET]["rows_loaded"], after[OVER_BUDGET]["rows_rejected"]) == (
+    assert (
+        after[OVER_BUDGET]["status"],
+        after[OVER_BUDGET]["rows_loaded"],
+        after[OVER_BUDGET]["rows_rejected"],
+    ) == (
         "loaded",
         97,
         3,
@@ -83,7 +91,10 @@ def test_reprocess_after_fixing_the_budget_then_the_file(migrated_url: str, tmp_
     code, result = cli(["reprocess", "--all-rejected", "--data-dir", str(lake)], migrated_url)
     assert code == 0, result
     assert [(f["path"], f["outcome"]) for f in result["files"]] == [(BROKEN_HEADER, "loaded")]
-    assert scalar(migrated_url, "SELECT count(*) FROM raw.daily_activity WHERE _source_path = %s", BROKEN_HEADER) == 20
+    assert (
+        scalar(migrated_url, "SELECT count(*) FROM raw.daily_activity WHERE _source_path = %s", BROKEN_HEADER)
+        == 20
+    )
 
     # The bad lines are fixed in the file: the new version replaces the old, and so do its records.
     lines = daily_lines(1, 100)
@@ -93,12 +104,17 @@ def test_reprocess_after_fixing_the_budget_then_the_file(migrated_url: str, tmp_
     final = manifest(migrated_url)
     assert (final[OVER_BUDGET]["rows_loaded"], final[OVER_BUDGET]["rows_rejected"]) == (100, 0)
     assert scalar(migrated_url, rejected_lines, OVER_BUDGET) is None
-    assert scalar(migrated_url, "SELECT count(*) FROM raw.daily_activity WHERE _source_path = %s", OVER_BUDGET) == 100
+    assert (
+        scalar(migrated_url, "SELECT count(*) FROM raw.daily_activity WHERE _source_path = %s", OVER_BUDGET)
+        == 100
+    )
     triggers = scalar(migrated_url, "SELECT array_agg(trigger ORDER BY run_id) FROM ops.pipeline_runs")
     assert triggers == ["once", "reprocess", "reprocess", "once"]
 
 
-def test_reprocess_of_a_file_still_bad_keeps_one_record_per_bad_line(migrated_url: str, tmp_path: Path) -> None:
+def test_reprocess_of_a_file_still_bad_keeps_one_record_per_bad_line(
+    migrated_url: str, tmp_path: Path
+) -> None:
     lake = tmp_path / "lake"
     build(lake)
     cli(["watch", "--once", "--data-dir", str(lake)], migrated_url)

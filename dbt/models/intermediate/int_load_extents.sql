@@ -9,6 +9,9 @@
 -- which decides overlapping exports (the newest export wins). A load never changes after it
 -- commits, so an incremental build only reads the loads it has not seen, found through
 -- ops.file_loads and read through the BRIN index on _load_id; loads already replaced are skipped.
+-- Built after the fingerprints, on purpose: every load the fingerprints saw then has its extents,
+-- and a load committed later belongs to users whom the next build finds changed.
+-- depends_on: {{ ref('int_user_source_fingerprints') }}
 {#- few new loads: an array, so that the BRIN index finds their rows; a full build: a join -#}
 {%- if is_incremental() -%}
     {%- set in_candidate_loads = 'load_id = any(array(select load_id from candidate_loads))' -%}
