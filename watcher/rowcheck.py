@@ -47,11 +47,17 @@ _MDY = rb"(?:(?:" + _M31 + rb"|" + _M30 + rb"|" + _FEB + rb")/[1-9][0-9]{3}|" + 
 _DATE = _SP + _MDY + _TIME + _SP
 _EXTRA = rb"[^,\"\r\n\x80-\xff]*+"  # ASCII only: other lines are checked for UTF-8 in Python
 
+
+def _or_quoted(field: bytes) -> bytes:
+    """The value, or the value in quotes (some tools quote every field; PostgreSQL reads both)."""
+    return rb"(?:" + field + rb'|"' + field + rb'")'
+
+
 _PLAIN_FIELD = {
-    ColumnType.BIGINT: _INT8,
-    ColumnType.INTEGER: _INT4,
-    ColumnType.DOUBLE: _FLOAT,
-    ColumnType.DATE: _DATE,
+    ColumnType.BIGINT: _or_quoted(_INT8),
+    ColumnType.INTEGER: _or_quoted(_INT4),
+    ColumnType.DOUBLE: _or_quoted(_FLOAT),
+    ColumnType.DATE: _or_quoted(_DATE),
 }
 # The commonest spellings only (no sign, no white space, no exponent): half the cost per line.
 _COMMON_FIELD = {
@@ -67,10 +73,11 @@ def plain_line_pattern(file_columns: tuple[Column | None, ...], eol: bytes, *, c
 
     ``common`` narrows it to the commonest spellings, which the scanner tries first."""
     fields = _COMMON_FIELD if common else _PLAIN_FIELD
+    extra = _EXTRA if common else _or_quoted(_EXTRA)
     parts = []
     for column in file_columns:
         if column is None:
-            parts.append(rb"(" + _EXTRA + rb")")
+            parts.append(rb"(" + extra + rb")")
             continue
         field = fields[column.type]
         parts.append(rb"(" + (field if column.required else rb"(?:" + field + rb")?+") + rb")")
@@ -135,6 +142,8 @@ def split_record(text: str) -> list[Field] | RowError:
     A quote opens a quoted section anywhere in a field (``4/1"2/20"16`` reads ``4/12/2016``), a
     doubled quote inside one is a quote, and only an unquoted empty field is NULL.
     """
+    if '"' not in text:
+        return [Field(t, False) for t in text.split(",")]
     fields: list[Field] = []
     parts: list[str] = []
     quoted = False
@@ -148,7 +157,9 @@ def split_record(text: str) -> list[Field] | RowError:
         if c == ",":
             fields.append(Field("".join(parts), quoted))
             parts, quoted = [], False
-        elif c == '"':
+        elif c != '"':
+            parts.append(c)
+        else:
             quoted = True
             while True:
                 end = text.find('"', i)
@@ -163,8 +174,6 @@ def split_record(text: str) -> list[Field] | RowError:
                     continue
                 i = end + 1
                 break
-        else:
-            parts.append(c)
 
 
 def check_record(fields: list[Field], file_columns: tuple[Column | None, ...]) -> Checked | RowError:

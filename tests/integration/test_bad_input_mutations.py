@@ -234,20 +234,33 @@ def load_and_check(content: bytes, mutation_db: str, tmp_path_factory: pytest.Te
         conn.commit()
         assert outcome.outcome in ("loaded", "rejected"), outcome
         assert outcome.reason is None or "\n" not in outcome.reason
-        conn.execute("SET DateStyle = 'ISO, MDY'")
-        rows = conn.execute(
-            sql.SQL("SELECT _line_number, {} FROM raw.daily_activity ORDER BY 1").format(
-                sql.SQL(", ").join(
-                    sql.SQL("{}::text").format(sql.Identifier(c.name))
-                    if c.type is ColumnType.DATE
-                    else sql.Identifier(c.name)
-                    for c in DAILY_ACTIVITY.columns
-                )
-            )
-        ).fetchall()
-        rejected = conn.execute("SELECT line_number, raw_line FROM ops.rejected_rows ORDER BY 1").fetchall()
-        check_rows(conn, content, rows, rejected, outcome.outcome)
+        check_loaded_file(conn, content, outcome.outcome)
         conn.rollback()
+
+
+def check_loaded_file(
+    conn: psycopg.Connection[Any], content: bytes, outcome: str, source_path: str = "%"
+) -> None:
+    """Every row loaded from the file equals its record; every bad line recorded is the file's."""
+    conn.execute("SET DateStyle = 'ISO, MDY'")
+    rows = conn.execute(
+        sql.SQL(
+            "SELECT _line_number, {} FROM raw.daily_activity WHERE _source_path LIKE %s ORDER BY 1"
+        ).format(
+            sql.SQL(", ").join(
+                sql.SQL("{}::text").format(sql.Identifier(c.name))
+                if c.type is ColumnType.DATE
+                else sql.Identifier(c.name)
+                for c in DAILY_ACTIVITY.columns
+            )
+        ),
+        (source_path,),
+    ).fetchall()
+    rejected = conn.execute(
+        "SELECT line_number, raw_line FROM ops.rejected_rows WHERE source_path LIKE %s ORDER BY 1",
+        (source_path,),
+    ).fetchall()
+    check_rows(conn, content, rows, rejected, outcome)
 
 
 def check_rows(

@@ -316,3 +316,44 @@ def test_the_fast_path_rejects_a_garbled_date(conn: psycopg.Connection[Any], tmp
     outcome = load(conn, tmp_path, path.name)
     assert [n for n, _, _ in rejected_rows(conn, path.name)] == [9]
     assert outcome.rows_rejected == 1
+
+
+def test_tiny_blocks_and_segments_keep_every_line_number(
+    conn: psycopg.Connection[Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Quoted fields over several lines across block and segment ends, lines refused by the server
+    in both streams, stray quotes: each row keeps its line number and its values."""
+    from tests.integration.test_bad_input_mutations import check_loaded_file
+    from watcher import quarantine
+
+    monkeypatch.setattr(quarantine, "BLOCK_SIZE", 211)
+    monkeypatch.setattr(quarantine, "SEGMENT_BYTES", 700)
+    monkeypatch.setattr(quarantine, "SIDE_SEGMENT_ROWS", 3)
+    conn.execute("ALTER TABLE raw.daily_activity ADD CONSTRAINT steps_sane CHECK (total_steps < 90000)")
+    conn.commit()
+    lines = []
+    for n in range(300):
+        line = daily_line(n, day=1 + n % 28)
+        note = b"plain"
+        if n % 17 == 3:
+            note = b'"a note\r\nover\nthree lines"'
+        if n % 29 == 5:
+            line = _replace_field(line, 2, b"95000")  # main stream, refused by the constraint
+        if n % 31 == 7:
+            line = _replace_field(line, 2, b'"1_000"')  # side stream, refused before PostgreSQL 16
+        if n % 37 == 11:
+            line = _replace_field(line, 4, b'"8.5')  # a stray quote
+        if n % 41 == 13:
+            line = _replace_field(line, 2, b"x")  # bad for Python
+        lines.append(line + b"," + note)
+    content = csv_bytes(DAILY_HEADER + ",Notes", lines)
+    path = tmp_path / "dailyActivity_tiny.csv"
+    path.write_bytes(content)
+    outcome = load(conn, tmp_path, path.name, limits=LoadLimits(error_budget_fraction=0.5))
+    assert outcome.outcome == "loaded", outcome.reason
+    check_loaded_file(conn, content, "loaded", path.name)
+    reasons = {n: r for n, _, r in rejected_rows(conn, path.name)}
+    assert any("steps_sane" in r for r in reasons.values())
+    assert any("never closed" in r for r in reasons.values())
+    assert outcome.rows_loaded + outcome.rows_rejected >= 300  # a stray quote can split a record
+    assert outcome.rows_loaded == raw_count(conn, path.name) > 200

@@ -147,6 +147,11 @@ def test_the_plain_pattern_takes_the_fitbit_lines() -> None:
     single = re.compile(plain_line_pattern(DAILY_ACTIVITY.columns, b"\r\n"))
     assert single.fullmatch(FITBIT_LINE + b"\r\n")
     assert not single.fullmatch(FITBIT_LINE + b"\n")  # another line end: checked one by one
+    quoted = b",".join(b'"' + cell + b'"' for cell in FITBIT_LINE.split(b","))
+    assert single.fullmatch(quoted + b"\r\n")  # some tools quote every field
+    assert not re.compile(plain_line_pattern(DAILY_ACTIVITY.columns, b"\r\n", common=True)).fullmatch(
+        quoted + b"\r\n"
+    )
     sleep = re.compile(plain_line_pattern(SLEEP.columns, b"\n"))
     assert sleep.fullmatch(b"1503960366,4/12/2016 12:00:00 AM,1,327,346\n")
     run = plain_lines_pattern(DAILY_ACTIVITY.columns, b"\r\n")
@@ -165,7 +170,8 @@ def test_the_plain_pattern_takes_the_fitbit_lines() -> None:
         FITBIT_LINE.replace(b"13162", b"2147483648"),
         FITBIT_LINE.replace(b"1503960366", b""),
         FITBIT_LINE.replace(b",1985", b""),
-        FITBIT_LINE.replace(b"8.5", b'"8.5"', 1),
+        FITBIT_LINE.replace(b"8.5", b'""', 1),  # an empty text is no number (and no NULL)
+        FITBIT_LINE.replace(b"8.5", b'"8.5', 1),
         FITBIT_LINE.replace(b"8.5", b"8.5\xff", 1),
     ],
 )
