@@ -18,7 +18,8 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict
+
+from watcher.transform import profile_environment
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DBT_PROJECT_DIR = REPO_ROOT / "dbt"
@@ -57,16 +58,7 @@ _dbt_lock = threading.Lock()  # dbtRunner must never run two invocations at once
 
 def dbt_env(conninfo: str, *, schema: str = "analytics", threads: int = 1) -> dict[str, str]:
     """The WEARABLE_DBT_* variables that dbt/profiles.yml reads, taken from a connection string."""
-    params = conninfo_to_dict(conninfo)
-    return {
-        "WEARABLE_DBT_HOST": str(params.get("host") or "localhost"),
-        "WEARABLE_DBT_PORT": str(params.get("port") or "5432"),
-        "WEARABLE_DBT_USER": str(params.get("user") or "postgres"),
-        "WEARABLE_DBT_PASSWORD": str(params.get("password") or ""),
-        "WEARABLE_DBT_DBNAME": str(params.get("dbname") or "postgres"),
-        "WEARABLE_DBT_SCHEMA": schema,
-        "WEARABLE_DBT_THREADS": str(threads),
-    }
+    return {**profile_environment(conninfo, schema), "WEARABLE_DBT_THREADS": str(threads)}
 
 
 @contextmanager

@@ -85,3 +85,27 @@ def write_big_daily(path: Path, rows: int, *, users: int = 1000) -> Path:
                 chunk.clear()
         out.write("".join(chunk))
     return path
+
+
+def start_once(lake: Path, url: str, *extra: str) -> subprocess.Popen[str]:
+    """`watch --once --json --no-dbt` as a child process, for tests that interrupt it."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DB_", "WEARABLE_"))}
+    env.update(DATABASE_URL=url, WEARABLE_LOG_FORMAT="json")
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "watcher",
+            "watch",
+            "--once",
+            "--json",
+            "--no-dbt",
+            "--data-dir",
+            str(lake),
+            *extra,
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )

@@ -66,11 +66,7 @@ def database_url_from_env(env: Mapping[str, str]) -> str | None:
     """``DATABASE_URL`` if set, else a URL built from ``DB_HOST`` and friends, else None."""
     url = env.get("DATABASE_URL", "").strip()
     if url:
-        try:
-            conninfo_to_dict(url)
-        except Exception as exc:
-            raise ConfigError("DATABASE_URL is not a valid PostgreSQL connection string") from exc
-        return url
+        return checked_url(url, "DATABASE_URL")
     keys = ("DB_HOST", "DB_PORT", "DB_NAME", "DB_USER", "DB_PASSWORD")
     if not any(env.get(k) for k in keys):
         return None
@@ -86,6 +82,15 @@ def database_url_from_env(env: Mapping[str, str]) -> str | None:
     if env.get("DB_PASSWORD"):
         params["password"] = env["DB_PASSWORD"]
     return make_conninfo(**params)
+
+
+def checked_url(url: str, origin: str) -> str:
+    """The URL itself when libpq can parse it; a ConfigError that does not quote it otherwise."""
+    try:
+        conninfo_to_dict(url)
+    except Exception:
+        raise ConfigError(f"{origin} is not a valid PostgreSQL connection string") from None
+    return url
 
 
 def parse_host_port(value: str) -> tuple[str, int]:
@@ -131,7 +136,10 @@ class Overrides:
 def build_settings(overrides: Overrides, env: Mapping[str, str] | None = None) -> Settings:
     """Combine flags and environment into Settings, or raise ConfigError with a clear message."""
     env = os.environ if env is None else env
-    database_url = overrides.database_url or database_url_from_env(env)
+    if overrides.database_url:
+        database_url: str | None = checked_url(overrides.database_url, "--database-url")
+    else:
+        database_url = database_url_from_env(env)
     data_dir = Path(
         overrides.data_dir or env.get("WEARABLE_DATA_DIR") or env.get("PIPELINE_DATA_DIR") or "data_lake"
     )

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -13,7 +11,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.helpers import DAILY_HEADER, daily_rows, once_json, write_big_daily, write_csv
+from tests.helpers import DAILY_HEADER, daily_rows, once_json, start_once, write_big_daily, write_csv
 from tests.pg_control import ThrowawayServer
 
 BIG_ROWS = 600_000
@@ -34,18 +32,6 @@ def wait_for_copy(url: str, proc: subprocess.Popen[Any], deadline_s: float = 60)
                 raise AssertionError(f"the loader ended before its COPY was seen: {proc.returncode}")
             time.sleep(0.02)
     raise AssertionError("no COPY seen in time")
-
-
-def start_once(lake: Path, url: str) -> subprocess.Popen[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DB_", "WEARABLE_"))}
-    env.update(DATABASE_URL=url, WEARABLE_LOG_FORMAT="json")
-    return subprocess.Popen(
-        [sys.executable, "-m", "watcher", "watch", "--once", "--json", "--no-dbt", "--data-dir", str(lake)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
 
 
 def table_state(url: str) -> tuple[int, int, list[tuple[str, str, int]]]:

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import os
 import random
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import psycopg
 import pytest
 
-from tests.helpers import DAILY_HEADER, daily_rows, once_json, write_big_daily, write_csv
+from tests.helpers import DAILY_HEADER, daily_rows, once_json, start_once, write_big_daily, write_csv
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
 
@@ -23,18 +20,6 @@ def make_lake(root: Path, files: int, rows_per_file: int = 3) -> int:
         rows = daily_rows(1, rows_per_file, first_id=2000000000 + i)
         write_csv(root / f"batch{i % 7}" / f"dailyActivity_{i:04d}.csv", DAILY_HEADER, rows)
     return files * rows_per_file
-
-
-def once_process(lake: Path, url: str) -> subprocess.Popen[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DB_", "WEARABLE_"))}
-    env.update(DATABASE_URL=url, WEARABLE_LOG_FORMAT="json")
-    return subprocess.Popen(
-        [sys.executable, "-m", "watcher", "watch", "--once", "--json", "--no-dbt", "--data-dir", str(lake)],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
 
 
 def assert_exactly_once(url: str, expected_rows: int, expected_files: int) -> None:
@@ -57,7 +42,7 @@ def assert_exactly_once(url: str, expected_rows: int, expected_files: int) -> No
 def test_three_concurrent_once_runs_load_each_file_once(tmp_path: Path, migrated_url: str) -> None:
     lake = tmp_path / "lake"
     rows = make_lake(lake, 300)
-    procs = [once_process(lake, migrated_url) for _ in range(3)]
+    procs = [start_once(lake, migrated_url) for _ in range(3)]
     outputs = [p.communicate(timeout=300) for p in procs]
     for proc, (_, err) in zip(procs, outputs, strict=True):
         assert proc.returncode == 0, err[-2000:]
@@ -72,7 +57,7 @@ def test_sigkill_at_twenty_random_moments(tmp_path: Path, migrated_url: str) -> 
     rows += 300_000
     rng = random.Random(20161)
     for _ in range(20):
-        proc = once_process(lake, migrated_url)
+        proc = start_once(lake, migrated_url)
         time.sleep(rng.uniform(0.3, 2.5))
         proc.send_signal(signal.SIGKILL)
         proc.communicate(timeout=30)
