@@ -29,13 +29,23 @@ COPY_COLUMNS = (
 )
 
 
-def psql_copy(url: str, path: Path) -> float:
-    """Seconds for psql's client-side \\copy into a fresh table of the same column types."""
+def psql_copy(url: str, path: Path, *, like_raw: bool = False) -> float:
+    """Seconds for psql's client-side \\copy into a fresh table.
+
+    ``like_raw=False``: a table of the file's column types only (the issue's baseline).
+    ``like_raw=True``: a copy of ``raw.daily_activity`` with its lineage defaults and index, so that
+    the difference to the pipeline is the pipeline's own work (hashing, manifest, Python).
+    """
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("DROP TABLE IF EXISTS bench_copy")
-        conn.execute("CREATE TABLE bench_copy (" + DAILY_COLUMNS + ")")
+        if like_raw:
+            conn.execute("CREATE TABLE bench_copy (LIKE raw.daily_activity INCLUDING ALL)")
+        else:
+            conn.execute("CREATE TABLE bench_copy (" + DAILY_COLUMNS + ")")
+        conn.execute("CHECKPOINT")
     command = f"\\copy bench_copy ({COPY_COLUMNS}) FROM '{path}' WITH (FORMAT csv, HEADER true)"
-    env = {**os.environ, "PGOPTIONS": "-c DateStyle=ISO,MDY"}
+    settings = "-c DateStyle=ISO,MDY -c wearable.source_path=dailyActivity_bench.csv -c wearable.load_id=1"
+    env = {**os.environ, "PGOPTIONS": settings}
     return timed(
         lambda: subprocess.run(
             [psql_binary(), url, "-v", "ON_ERROR_STOP=1", "-qc", command], check=True, env=env
@@ -54,9 +64,12 @@ def pipeline_load(url: str, lake: Path) -> float:
     from watcher.scanner import scan
 
     with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("DROP TABLE IF EXISTS bench_copy")
         conn.execute("DROP SCHEMA IF EXISTS raw CASCADE")
         conn.execute("DROP SCHEMA IF EXISTS ops CASCADE")
     migrate(url)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CHECKPOINT")
     settings = build_settings(
         Overrides(data_dir=str(lake), database_url=url, no_dbt=True, metrics_addr="off")
     )
@@ -98,27 +111,32 @@ def main() -> int:
         lake = Path(tmp) / "lake"
         path = write_daily(lake / "dailyActivity_bench.csv", args.rows)
         figures["file_mb"] = round(path.stat().st_size / 2**20, 1)
-        psql_times, pipeline_times = [], []
+        psql_times, like_raw_times, pipeline_times = [], [], []
         for _ in range(args.repeat):
             psql_times.append(psql_copy(url, path))
             pipeline_times.append(pipeline_load(url, lake))
+            like_raw_times.append(psql_copy(url, path, like_raw=True))
         psql_rate = args.rows / median(psql_times)
+        like_raw_rate = args.rows / median(like_raw_times)
         pipeline_rate = args.rows / median(pipeline_times)
         figures.update(
             psql_copy_s=[round(t, 3) for t in psql_times],
+            psql_copy_like_raw_s=[round(t, 3) for t in like_raw_times],
             pipeline_s=[round(t, 3) for t in pipeline_times],
             psql_rows_per_s=round(psql_rate),
+            psql_like_raw_rows_per_s=round(like_raw_rate),
             pipeline_rows_per_s=round(pipeline_rate),
             ratio=round(pipeline_rate / psql_rate, 3),
+            ratio_like_raw=round(pipeline_rate / like_raw_rate, 3),
         )
-        print(f"{args.rows:,} rows, {figures['file_mb']} MB")
+        print(f"{args.rows:,} rows, {figures['file_mb']} MB, medians of {args.repeat}")
+        print(f"psql \\copy, data columns only : {median(psql_times):.2f}s  {psql_rate:,.0f} rows/s")
+        print(f"psql \\copy, like raw table    : {median(like_raw_times):.2f}s  {like_raw_rate:,.0f} rows/s")
         print(
-            f"psql \\copy : median {median(psql_times):.2f}s  {psql_rate:,.0f} rows/s  runs {figures['psql_copy_s']}"
+            f"pipeline (hash, lineage, manifest): {median(pipeline_times):.2f}s  {pipeline_rate:,.0f} rows/s"
         )
-        print(
-            f"pipeline   : median {median(pipeline_times):.2f}s  {pipeline_rate:,.0f} rows/s  runs {figures['pipeline_s']}"
-        )
-        print(f"ratio pipeline/psql: {figures['ratio']:.3f} (target >= 0.9)")
+        print(f"ratio pipeline / psql (data columns): {figures['ratio']:.3f}   (target >= 0.9)")
+        print(f"ratio pipeline / psql (same table)  : {figures['ratio_like_raw']:.3f}")
         if args.rss_gb > 0:
             path.unlink()
             big_rows = int(args.rss_gb * 2**30 / 138)

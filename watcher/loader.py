@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import stat
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -226,16 +227,22 @@ def describe_copy_error(exc: BaseException) -> str:
 
 
 def open_for_reading(path: Path) -> BinaryIO:
-    """Open a regular file for reading; FileProblem when it vanished or is not a file."""
+    """Open a regular file for reading; FileProblem when it vanished or is not a file.
+
+    The open does not wait: a pipe that took the file's place would otherwise block the pass."""
     try:
-        handle = open(path, "rb", buffering=BLOCK_SIZE)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except FileNotFoundError as exc:
         raise FileProblem("the file disappeared before it could be read", status="failed") from exc
     except IsADirectoryError as exc:
         raise FileProblem("a directory, not a file") from exc
     except PermissionError as exc:
         raise FileProblem("the file cannot be read: permission denied", status="failed") from exc
-    if not os.path.isfile(path):
-        handle.close()
-        raise FileProblem("not a regular file")
-    return handle
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise FileProblem(
+            "a directory, not a file" if stat.S_ISDIR(mode) else "not a regular file (device, socket or pipe)"
+        )
+    os.set_blocking(fd, True)
+    return open(fd, "rb", buffering=BLOCK_SIZE)

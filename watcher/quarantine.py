@@ -63,6 +63,7 @@ SIDE_SEGMENT_BYTES = 1 << 20
 MAX_RECORD_LINES = 100
 """A quoted field may hold line ends; a record spanning more lines than this is a stray quote."""
 SHOWN_BYTES_OF_LONG_RECORD = 64 << 10
+"""``raw_line`` keeps this much of a longer record (a quoted field over many lines)."""
 
 _CONTEXT_LINE = re.compile(r"line (\d+)")
 _CONTEXT_COLUMN = re.compile(r"column (\w+)")
@@ -129,7 +130,8 @@ class _Spool:
         self.kinds: Counter[str] = Counter()
 
     def add(self, line_number: int, raw: bytes, problem: RowError) -> None:
-        self._writer.writerow([line_number, show_raw_line(raw), problem.reason])
+        shown = show_raw_line(raw[:SHOWN_BYTES_OF_LONG_RECORD])
+        self._writer.writerow([line_number, shown, problem.reason])
         self.count += 1
         self.kinds[problem.kind] += 1
 
@@ -358,10 +360,7 @@ class _Scanner:
         if checked is None:
             checked = self._check(content if content is not None else _without_line_end(record))
         if isinstance(checked, RowError):
-            shown = (
-                record if len(record) <= SHOWN_BYTES_OF_LONG_RECORD else record[:SHOWN_BYTES_OF_LONG_RECORD]
-            )
-            self.spool.add(number, shown, checked)
+            self.spool.add(number, record, checked)
         else:
             payload = b"%d," % number + csv_line(checked.values).encode("utf-8") + b"\n"
             self._side.append(_SideRecord(number, payload, record))
@@ -512,12 +511,15 @@ class _Writer:
                 exc = again
 
     def _send_side(self, records: list[_SideRecord]) -> None:
-        while records and not self.stopped:
-            chunk: list[_SideRecord] = []
-            size = 0
-            while records and len(chunk) < SIDE_SEGMENT_ROWS and size < SIDE_SEGMENT_BYTES:
-                chunk.append(records.pop(0))
-                size += len(chunk[-1].payload)
+        chunk: list[_SideRecord] = []
+        size = 0
+        for record in records:
+            chunk.append(record)
+            size += len(record.payload)
+            if len(chunk) >= SIDE_SEGMENT_ROWS or size >= SIDE_SEGMENT_BYTES:
+                self._send_side_chunk(chunk)
+                chunk, size = [], 0
+        if chunk:
             self._send_side_chunk(chunk)
 
     def _send_side_chunk(self, chunk: list[_SideRecord]) -> None:

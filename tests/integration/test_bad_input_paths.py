@@ -357,3 +357,17 @@ def test_tiny_blocks_and_segments_keep_every_line_number(
     assert any("never closed" in r for r in reasons.values())
     assert outcome.rows_loaded + outcome.rows_rejected >= 300  # a stray quote can split a record
     assert outcome.rows_loaded == raw_count(conn, path.name) > 200
+
+
+@pytest.mark.timeout(30)
+def test_a_pipe_that_took_the_place_of_a_file_does_not_block(
+    conn: psycopg.Connection[Any], tmp_path: Path
+) -> None:
+    """The scan saw a file; by the time it is opened a pipe is there (nobody writes to it)."""
+    from watcher.scanner import Candidate
+
+    pipe = tmp_path / "dailyActivity_pipe.csv"
+    os.mkfifo(pipe)
+    outcome = process_file(conn, Candidate(pipe, pipe.name), run_id=None, limits=LoadLimits())
+    conn.commit()
+    assert (outcome.outcome, outcome.reason) == ("rejected", "not a regular file (device, socket or pipe)")

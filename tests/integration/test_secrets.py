@@ -169,11 +169,6 @@ def test_a_bad_database_url_is_reported_without_its_password(
     assert_clean(done.stdout + done.stderr, role, "the error report")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="watcher/config.py validates DATABASE_URL but not --database-url: an unparseable URL given as a "
-    "flag reaches psycopg, whose error quotes the malformed part (the password) in command_crashed",
-)
 def test_a_malformed_database_url_flag_is_reported_without_its_password(role: Role, tmp_path: Path) -> None:
     url = role.url.replace(quote(role.password, safe=""), "p%zz" + role.core)
     (tmp_path / "lake").mkdir()

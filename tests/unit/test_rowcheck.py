@@ -200,7 +200,7 @@ _PLAIN_VALUES = {
 }
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200, deadline=None, database=None)
 @given(data=st.data())
 def test_whatever_the_plain_pattern_takes_the_checker_accepts(data: st.DataObject) -> None:
     columns = DAILY_ACTIVITY.columns
