@@ -20,6 +20,7 @@ from typing import Any, BinaryIO
 import psycopg
 from psycopg import sql
 
+from watcher.linegate import LineGate
 from watcher.routes import ColumnType, HeaderMapping, Route, map_header
 
 BLOCK_SIZE = 1 << 20
@@ -184,6 +185,7 @@ def stream_copy(
     total = len(header.raw)
     newlines = 0
     since_newline = 0
+    gate = LineGate(header.mapping.file_columns, header.raw)
     try:
         with cur.copy(fast_copy_statement(route, header.mapping)) as copy:
             while block := handle.read(BLOCK_SIZE):
@@ -193,9 +195,15 @@ def stream_copy(
                 since_newline = _bytes_after_last_newline(block, since_newline)
                 if since_newline > max_line_bytes:
                     raise too_long_problem(newlines + 2, max_line_bytes)
+                if not gate.passes(block):
+                    raise RowProblem(
+                        "some lines are not plain values; the file is checked line by line", None
+                    )
                 copy.write(block)
                 if progress is not None:
                     progress(len(block))
+            if not gate.passes_end():
+                raise RowProblem("the last line is not plain values; the file is checked line by line", None)
     except DATA_ERRORS as exc:
         raise RowProblem(describe_copy_error(exc), copy_error_line(exc)) from exc
     body_lines = newlines + (1 if since_newline else 0)

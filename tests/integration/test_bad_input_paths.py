@@ -304,11 +304,6 @@ def test_rejections_reach_the_metrics_and_the_runs_table(migrated_url: str, tmp_
     assert row[3] == "dailyActivity_empty.csv: the file is empty"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known gap: the fast COPY path reads dates with PostgreSQL's lenient date input "
-    "(4/12/20a6 -> 2020-04-12); only a file that goes through the checked path rejects it",
-)
 def test_the_fast_path_rejects_a_garbled_date(conn: psycopg.Connection[Any], tmp_path: Path) -> None:
     path = big_daily(
         tmp_path / "dailyActivity_d.csv", 200, {9: _replace_field(daily_line(9), 1, b"4/12/20a6")}

@@ -1,0 +1,52 @@
+"""A C-speed check of every line on the clean path, before the bytes reach COPY.
+
+PostgreSQL's date input is lenient (``4/12/20a6`` reads as 2020-04-12, ``today`` as a date), so a
+garbled value could load as a wrong one. Each block's complete lines are matched against the
+route's pattern of ordinary lines (one ``re`` call per block, no per-row Python); a block with any
+other line sends the file to the checked path, which judges line by line and quarantines.
+"""
+
+from __future__ import annotations
+
+import re
+
+from watcher.routes import Column
+from watcher.rowcheck import plain_lines_pattern
+
+
+class LineGate:
+    def __init__(self, file_columns: tuple[Column | None, ...], header_line: bytes) -> None:
+        eol = b"\r\n" if header_line.endswith(b"\r\n") else b"\n"
+        self._eol = eol
+        self._common = plain_lines_pattern(file_columns, eol, common=True)
+        self._full = plain_lines_pattern(file_columns, eol)
+        self._carry = b""
+
+    def _plain(self, lines: bytes) -> bool:
+        stop = self._common.match(lines).end()  # type: ignore[union-attr]  # `*+` always matches
+        if stop == len(lines):
+            return True
+        return _ends_at(self._full, lines, _line_start(lines, stop), len(lines))
+
+    def passes(self, block: bytes) -> bool:
+        """True when every line completed by ``block`` is ordinary; the tail waits for the next."""
+        cut = block.rfind(b"\n")
+        if cut < 0:
+            self._carry += block
+            return True
+        lines = self._carry + block[: cut + 1] if self._carry else block[: cut + 1]
+        self._carry = block[cut + 1 :]
+        return self._plain(lines)
+
+    def passes_end(self) -> bool:
+        """The last line, when the file does not end with a line end."""
+        return not self._carry or self._plain(self._carry + self._eol)
+
+
+def _line_start(buffer: bytes, position: int) -> int:
+    return buffer.rfind(b"\n", 0, position) + 1
+
+
+def _ends_at(pattern: re.Pattern[bytes], buffer: bytes, start: int, end: int) -> bool:
+    found = pattern.match(buffer, start)
+    return found is not None and found.end() == end
