@@ -16,87 +16,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import resource
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
-import psycopg
-
-from bench.common import DAILY_COLUMNS, median, psql_binary, scratch_database, server_url, timed, write_daily
-
-COPY_COLUMNS = (
-    "id, activity_date, total_steps, total_distance, tracker_distance, logged_activities_distance,"
-    " very_active_distance, moderately_active_distance, light_active_distance,"
-    " sedentary_active_distance, very_active_minutes, fairly_active_minutes, lightly_active_minutes,"
-    " sedentary_minutes, calories"
+from bench.common import (
+    median,
+    peak_rss_of_cli,
+    pipeline_load,
+    psql_copy,
+    scratch_database,
+    server_url,
+    write_daily,
 )
-
-
-def psql_copy(url: str, path: Path) -> float:
-    """Seconds for psql's \\copy of ``path`` into a fresh table of the same column types."""
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("DROP TABLE IF EXISTS bench_copy")
-        conn.execute("CREATE TABLE bench_copy (" + DAILY_COLUMNS + ")")
-    command = f"\\copy bench_copy ({COPY_COLUMNS}) FROM '{path}' WITH (FORMAT csv, HEADER true)"
-    env = {**os.environ, "PGOPTIONS": "-c DateStyle=ISO,MDY"}
-    return timed(
-        lambda: subprocess.run(
-            [psql_binary(), url, "-v", "ON_ERROR_STOP=1", "-qc", command], check=True, env=env
-        )
-    )
-
-
-def pipeline_load(url: str, lake: Path) -> tuple[float, dict[str, Any]]:
-    """Seconds for one pass of the pipeline over ``lake`` (one file), in this process."""
-    from prometheus_client import CollectorRegistry
-
-    from watcher.config import Overrides, build_settings
-    from watcher.database import migrate
-    from watcher.metrics import Metrics
-    from watcher.pipeline import Pipeline
-    from watcher.scanner import scan
-
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("DROP SCHEMA IF EXISTS raw CASCADE")
-        conn.execute("DROP SCHEMA IF EXISTS ops CASCADE")
-    migrate(url)
-    settings = build_settings(
-        Overrides(data_dir=str(lake), database_url=url, no_dbt=True, metrics_addr="off")
-    )
-    pipeline = Pipeline(settings, url, Metrics(CollectorRegistry()))
-    try:
-        candidates = list(scan(lake))
-        started = time.perf_counter()
-        result = pipeline.run_pass(candidates, "once")
-        elapsed = time.perf_counter() - started
-    finally:
-        pipeline.close()
-    assert result.exit_code == 0 and result.count("loaded") == 1, result.error_summary()
-    outcome = result.outcomes[0]
-    return elapsed, {"rows_loaded": outcome.rows_loaded, "rows_rejected": outcome.rows_rejected}
-
-
-def peak_rss_of_cli(url: str, lake: Path) -> tuple[float, float]:
-    """(seconds, peak RSS in MiB) of the real CLI loading everything in ``lake``."""
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("DROP SCHEMA IF EXISTS raw CASCADE")
-        conn.execute("DROP SCHEMA IF EXISTS ops CASCADE")
-    env = {**os.environ, "DATABASE_URL": url, "WEARABLE_LOG_FORMAT": "json"}
-    started = time.perf_counter()
-    subprocess.run(
-        [sys.executable, "-m", "watcher", "watch", "--once", "--no-dbt", "--json", "--data-dir", str(lake)],
-        check=True,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    elapsed = time.perf_counter() - started
-    return elapsed, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
 
 
 def main() -> int:
@@ -120,8 +53,10 @@ def main() -> int:
         detail: dict[str, Any] = {}
         for _ in range(args.repeat):
             psql_times.append(psql_copy(url, clean))
-            seconds, detail = pipeline_load(url, bad_lake)
+            seconds, result = pipeline_load(url, bad_lake)
             bad_times.append(seconds)
+            outcome = result.outcomes[0]
+            detail = {"rows_loaded": outcome.rows_loaded, "rows_rejected": outcome.rows_rejected}
             clean_times.append(pipeline_load(url, clean_lake)[0])
         assert detail == {"rows_loaded": args.rows - bad_rows, "rows_rejected": bad_rows}, detail
         psql_rate = args.rows / median(psql_times)

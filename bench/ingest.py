@@ -9,95 +9,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import resource
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-import psycopg
-
-from bench.common import DAILY_COLUMNS, median, psql_binary, scratch_database, server_url, timed, write_daily
-
-COPY_COLUMNS = (
-    "id, activity_date, total_steps, total_distance, tracker_distance, logged_activities_distance,"
-    " very_active_distance, moderately_active_distance, light_active_distance,"
-    " sedentary_active_distance, very_active_minutes, fairly_active_minutes, lightly_active_minutes,"
-    " sedentary_minutes, calories"
+from bench.common import (
+    median,
+    peak_rss_of_cli,
+    pipeline_load,
+    psql_copy,
+    scratch_database,
+    server_url,
+    write_daily,
 )
-
-
-def psql_copy(url: str, path: Path, *, like_raw: bool = False) -> float:
-    """Seconds for psql's client-side \\copy into a fresh table.
-
-    ``like_raw=False``: a table of the file's column types only (the issue's baseline).
-    ``like_raw=True``: a copy of ``raw.daily_activity`` with its lineage defaults and index, so that
-    the difference to the pipeline is the pipeline's own work (hashing, manifest, Python).
-    """
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("DROP TABLE IF EXISTS bench_copy")
-        if like_raw:
-            conn.execute("CREATE TABLE bench_copy (LIKE raw.daily_activity INCLUDING ALL)")
-        else:
-            conn.execute("CREATE TABLE bench_copy (" + DAILY_COLUMNS + ")")
-        conn.execute("CHECKPOINT")
-    command = f"\\copy bench_copy ({COPY_COLUMNS}) FROM '{path}' WITH (FORMAT csv, HEADER true)"
-    settings = "-c DateStyle=ISO,MDY -c wearable.source_path=dailyActivity_bench.csv -c wearable.load_id=1"
-    env = {**os.environ, "PGOPTIONS": settings}
-    return timed(
-        lambda: subprocess.run(
-            [psql_binary(), url, "-v", "ON_ERROR_STOP=1", "-qc", command], check=True, env=env
-        )
-    )
-
-
-def pipeline_load(url: str, lake: Path) -> float:
-    """Seconds for one pass of the pipeline over ``lake`` (one file), in this process."""
-    from prometheus_client import CollectorRegistry
-
-    from watcher.config import Overrides, build_settings
-    from watcher.database import migrate
-    from watcher.metrics import Metrics
-    from watcher.pipeline import Pipeline
-    from watcher.scanner import scan
-
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("DROP TABLE IF EXISTS bench_copy")
-        conn.execute("DROP SCHEMA IF EXISTS raw CASCADE")
-        conn.execute("DROP SCHEMA IF EXISTS ops CASCADE")
-    migrate(url)
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("CHECKPOINT")
-    settings = build_settings(
-        Overrides(data_dir=str(lake), database_url=url, no_dbt=True, metrics_addr="off")
-    )
-    pipeline = Pipeline(settings, url, Metrics(CollectorRegistry()))
-    try:
-        candidates = list(scan(lake))
-        started = time.perf_counter()
-        result = pipeline.run_pass(candidates, "once")
-        elapsed = time.perf_counter() - started
-    finally:
-        pipeline.close()
-    assert result.exit_code == 0 and result.count("loaded") == 1, result.error_summary()
-    return elapsed
-
-
-def peak_rss_of_cli(url: str, lake: Path) -> tuple[float, float]:
-    """(seconds, peak RSS in MiB) of the real CLI loading everything in ``lake``."""
-    env = {**os.environ, "DATABASE_URL": url, "WEARABLE_LOG_FORMAT": "json"}
-    started = time.perf_counter()
-    subprocess.run(
-        [sys.executable, "-m", "watcher", "watch", "--once", "--no-dbt", "--json", "--data-dir", str(lake)],
-        check=True,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    elapsed = time.perf_counter() - started
-    return elapsed, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
 
 
 def main() -> int:
@@ -114,7 +38,7 @@ def main() -> int:
         psql_times, like_raw_times, pipeline_times = [], [], []
         for _ in range(args.repeat):
             psql_times.append(psql_copy(url, path))
-            pipeline_times.append(pipeline_load(url, lake))
+            pipeline_times.append(pipeline_load(url, lake)[0])
             like_raw_times.append(psql_copy(url, path, like_raw=True))
         psql_rate = args.rows / median(psql_times)
         like_raw_rate = args.rows / median(like_raw_times)
@@ -141,9 +65,6 @@ def main() -> int:
             path.unlink()
             big_rows = int(args.rss_gb * 2**30 / 138)
             big = write_daily(Path(tmp) / "big" / "dailyActivity_big.csv", big_rows)
-            with psycopg.connect(url, autocommit=True) as conn:
-                conn.execute("DROP SCHEMA IF EXISTS raw CASCADE")
-                conn.execute("DROP SCHEMA IF EXISTS ops CASCADE")
             seconds, rss = peak_rss_of_cli(url, big.parent)
             figures.update(
                 big_file_mb=round(big.stat().st_size / 2**20),
