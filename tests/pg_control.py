@@ -41,6 +41,12 @@ class ThrowawayServer:
         self.start()
 
     def close(self) -> None:
+        """Stop the server whatever its process is now (a restart gives it a new one)."""
+        import contextlib
+        import subprocess
+
+        with contextlib.suppress(subprocess.CalledProcessError):
+            self.stop()
         self.embedded.stop()
 
 
