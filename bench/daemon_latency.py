@@ -185,7 +185,10 @@ def main(argv: list[str] | None = None) -> int:
         lake.mkdir()
         env = {"WEARABLE_DBT_THREADS": str(args.dbt_threads)} if args.dbt_threads else {}
         daemon = DaemonProcess(lake, url, Path(tmp) / "daemon.log", debounce=args.debounce, extra_env=env)
-        results["settings"] = {"debounce_s": args.debounce, "dbt_threads": args.dbt_threads or 1}
+        results["settings"] = {
+            "debounce_s": args.debounce,
+            "dbt_threads": args.dbt_threads or "pipeline default (4)",
+        }
         try:
             started = time.monotonic()
             daemon.start().wait_ready(timeout=120)
