@@ -140,13 +140,15 @@ def test_database_stopped_while_files_arrive(tmp_path: Path, throwaway_server: T
         drop_daily(lake, "dailyActivity_before.csv", first_id=3200000000)
         wait_until(lambda: loaded_files(url) == 1, timeout=30, message="first file loaded")
         throwaway_server.stop()
+        stopped_at = time.monotonic()
         try:
             for i in range(5):
                 drop_daily(lake, f"dailyActivity_during_{i}.csv", first_id=3200000001 + i)
             wait_until(
                 lambda: daemon.get("/readyz")[0] == 503, timeout=30, message="/readyz to say not ready"
             )
-            time.sleep(8)  # the outage lasts past the daemon's retry window
+            # A 30-second outage, well past the daemon's retry window (3 s here).
+            time.sleep(max(0.0, 30 - (time.monotonic() - stopped_at)))
             assert daemon.poll() is None, daemon.log_tail()
             assert daemon.get("/healthz")[0] == 200
         finally:
