@@ -58,7 +58,7 @@ _dbt_lock = threading.Lock()  # dbtRunner must never run two invocations at once
 
 def dbt_env(conninfo: str, *, schema: str = "analytics", threads: int = 1) -> dict[str, str]:
     """The WEARABLE_DBT_* variables that dbt/profiles.yml reads, taken from a connection string."""
-    return {**profile_environment(conninfo, schema), "WEARABLE_DBT_THREADS": str(threads)}
+    return profile_environment(conninfo, schema, threads)
 
 
 @contextmanager

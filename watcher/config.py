@@ -30,6 +30,7 @@ class Settings:
     pgdata_dir: Path
     dbt_project_dir: Path
     run_dbt: bool = True
+    dbt_threads: int = 4
     metrics_addr: tuple[str, int] | None = ("127.0.0.1", 9108)
     debounce_seconds: float = 1.0
     reconcile_seconds: float = 60.0
@@ -155,6 +156,7 @@ def build_settings(overrides: Overrides, env: Mapping[str, str] | None = None) -
         pgdata_dir=pgdata_dir.resolve(),
         dbt_project_dir=dbt_dir.resolve(),
         run_dbt=not (overrides.no_dbt or _bool(env, "WEARABLE_NO_DBT")),
+        dbt_threads=max(1, int(_float(env, "WEARABLE_DBT_THREADS", 4))),
         metrics_addr=metrics_addr,
         debounce_seconds=debounce if debounce is not None else _float(env, "WEARABLE_DEBOUNCE_SECONDS", 1.0),
         reconcile_seconds=(

@@ -59,7 +59,7 @@ class BuildResult:
         )
 
 
-def profile_environment(conninfo: str, schema: str = "analytics") -> dict[str, str]:
+def profile_environment(conninfo: str, schema: str = "analytics", threads: int = 4) -> dict[str, str]:
     """The WEARABLE_DBT_* variables ``dbt/profiles.yml`` reads, from the pipeline's connection."""
     params = conninfo_to_dict(conninfo)
     return {
@@ -70,7 +70,7 @@ def profile_environment(conninfo: str, schema: str = "analytics") -> dict[str, s
         "WEARABLE_DBT_DBNAME": str(params.get("dbname") or params.get("user") or "postgres"),
         "WEARABLE_DBT_SCHEMA": schema,
         "WEARABLE_DBT_SSLMODE": str(params.get("sslmode") or "prefer"),
-        "WEARABLE_DBT_THREADS": os.environ.get("WEARABLE_DBT_THREADS", "4"),
+        "WEARABLE_DBT_THREADS": str(threads),
     }
 
 
@@ -82,9 +82,10 @@ def selectors_for(tables: Iterable[str]) -> tuple[str, ...]:
 class Transformer:
     """One warm dbt project bound to one database."""
 
-    def __init__(self, project_dir: Path, conninfo: str) -> None:
+    def __init__(self, project_dir: Path, conninfo: str, *, threads: int = 4) -> None:
         self.project_dir = project_dir
         self.conninfo = conninfo
+        self.threads = threads
         self._lock = threading.Lock()
         self._runner: Any = None
         self._models: list[tuple[str, str, str]] = []
@@ -118,7 +119,8 @@ class Transformer:
             from dbt.cli.main import dbtRunner
         except ImportError as exc:  # pragma: no cover - dbt is a dependency
             raise TransformUnavailable("dbt-core is not installed") from exc
-        os.environ.update(profile_environment(self.conninfo))
+        # dbt reads its profile from the environment (dbt/profiles.yml): hand it our connection.
+        os.environ.update(profile_environment(self.conninfo, threads=self.threads))
         parsed = dbtRunner().invoke(["parse", *self._base_args()])
         if not parsed.success or parsed.result is None:
             raise TransformUnavailable(
