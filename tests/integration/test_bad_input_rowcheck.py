@@ -10,6 +10,7 @@ import psycopg
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from psycopg import sql
 
 from watcher.routes import Column, ColumnType
 from watcher.rowcheck import UNSURE, Field, RowError, check_field
@@ -38,9 +39,9 @@ def server(pg_admin_url: str) -> Iterator[psycopg.Connection[Any]]:
 def server_reads(conn: psycopg.Connection[Any], text: str, kind: ColumnType) -> bool:
     """True when PostgreSQL takes the text as a value of the type (a date: within years 1000-9999)."""
     query = (
-        "SELECT %s::date BETWEEN '1000-01-01' AND '9999-12-31'"
+        sql.SQL("SELECT %s::date BETWEEN '1000-01-01' AND '9999-12-31'")
         if kind is ColumnType.DATE
-        else f"SELECT %s::{kind.value} IS NOT NULL"
+        else sql.SQL("SELECT %s::{} IS NOT NULL").format(sql.SQL(kind.value))  # a type name of our enum
     )
     try:
         with conn.transaction():
