@@ -24,7 +24,6 @@ from tests.bad_inputs import build_lake, file_cases, row_cases
 from tests.helpers import run_cli
 
 REPO_ROOT = Path(__file__).resolve().parent.parent.parent
-DAEMON_AVAILABLE = (REPO_ROOT / "watcher" / "daemon.py").is_file()
 
 
 @dataclass
@@ -179,7 +178,6 @@ def test_a_malformed_database_url_flag_is_reported_without_its_password(role: Ro
     assert_clean(done.stdout + done.stderr, role, "the error report")
 
 
-@pytest.mark.skipif(not DAEMON_AVAILABLE, reason="watcher/daemon.py is not there yet")
 def test_the_daemon_never_shows_the_password(role: Role, tmp_path: Path) -> None:
     from tests.daemon_helpers import DaemonProcess, wait_until
 
