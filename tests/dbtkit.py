@@ -194,3 +194,33 @@ def mart_rows(conninfo: str, mart: str) -> list[tuple[object, ...]]:
             sql.SQL(", ").join(sql.Identifier(c) for c in MART_KEYS[mart]),
         )
         return list(conn.execute(query).fetchall())
+
+
+def activity_row(
+    user: int,
+    day: dt.date,
+    steps: int,
+    *,
+    minutes: tuple[int, int, int, int] = (20, 10, 200, 1000),
+    calories: int = 2000,
+) -> tuple[object, ...]:
+    """One raw daily-activity row, in the column order of ``load_file``'s daily_activity table."""
+    distance = steps / 1300
+    very, fairly, light, sedentary = minutes
+    return (
+        user,
+        day,
+        steps,
+        distance,
+        distance,
+        0.0,
+        0.0,
+        0.0,
+        distance,
+        0.0,
+        very,
+        fairly,
+        light,
+        sedentary,
+        calories,
+    )

@@ -109,3 +109,10 @@ def start_once(lake: Path, url: str, *extra: str) -> subprocess.Popen[str]:
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+def settings_for_tests(data_dir: Path, database_url: str) -> Any:
+    """Settings as the CLI would build them, for tests that drive the pipeline in-process."""
+    from watcher.config import Overrides, build_settings
+
+    return build_settings(Overrides(data_dir=str(data_dir), database_url=database_url, metrics_addr="off"))

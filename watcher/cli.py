@@ -14,7 +14,7 @@ from pathlib import Path
 
 import structlog
 
-from watcher.config import ConfigError, Overrides, Settings, build_settings, log_settings, secrets_to_hide
+from watcher.config import ConfigError, Overrides, build_settings, log_settings, secrets_to_hide
 from watcher.logsetup import configure_logging
 from watcher.pipeline import EXIT_INFRASTRUCTURE, EXIT_USAGE
 
@@ -119,8 +119,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         log.error("command_crashed", command=args.command, error=type(exc).__name__, detail=str(exc)[:500])
         return EXIT_INFRASTRUCTURE
-
-
-def settings_for_tests(data_dir: Path, database_url: str) -> Settings:
-    """Settings as the CLI would build them, for code that drives the pipeline in-process."""
-    return build_settings(Overrides(data_dir=str(data_dir), database_url=database_url, metrics_addr="off"))

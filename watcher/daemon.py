@@ -382,14 +382,7 @@ class Daemon:
         self.metrics.database_up.set(1 if self._database_answers() else 0)
 
     def _database_answers(self) -> bool:
-        try:
-            with psycopg.connect(
-                self.pipeline.db.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_SECONDS
-            ) as conn:
-                conn.execute("SELECT 1")
-        except psycopg.Error:
-            return False
-        return True
+        return self.pipeline.db.ping(CONNECT_TIMEOUT_SECONDS)
 
     def liveness(self) -> tuple[bool, str]:
         """The process, its observer threads and its loop are alive (called by /healthz)."""

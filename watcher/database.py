@@ -159,10 +159,10 @@ class ConnectionHolder:
                 self._conn.close()
         self._conn = None
 
-    def ping(self) -> bool:
-        """True when the database answers now (used by /readyz)."""
+    def ping(self, timeout_seconds: int = 3) -> bool:
+        """True when the database answers now, on a connection of its own (used by /readyz)."""
         try:
-            with connect(self.url, autocommit=True) as conn:
+            with psycopg.connect(self.url, autocommit=True, connect_timeout=timeout_seconds) as conn:
                 conn.execute("SELECT 1")
             return True
         except psycopg.Error:

@@ -17,7 +17,7 @@ import structlog
 from tenacity import RetryCallState, stop_any
 from tenacity.stop import stop_base
 
-from watcher import runs
+from watcher import manifest, runs
 from watcher.config import Settings
 from watcher.database import ConnectionHolder
 from watcher.ingest import FileOutcome, LoadLimits, process_file, unchanged_since_recorded
@@ -271,8 +271,6 @@ class Pipeline:
         return outcome
 
     def _record_failure(self, outcome: FileOutcome) -> None:
-        from watcher import manifest
-
         def action(conn: psycopg.Connection[Any]) -> None:
             with conn.transaction(), conn.cursor() as cur:
                 manifest.upsert_entry(

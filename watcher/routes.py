@@ -7,7 +7,7 @@ load a new kind of export, add a ``Route`` to ``ROUTES`` and a migration creatin
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 
 
@@ -36,7 +36,6 @@ class Route:
     columns: tuple[Column, ...]
     error_budget_fraction: float | None = None
     error_budget_rows: int | None = None
-    line_sequence: str = field(default="")
 
     @property
     def qualified_table(self) -> tuple[str, str]:
@@ -44,7 +43,7 @@ class Route:
 
     @property
     def sequence(self) -> tuple[str, str]:
-        return ("raw", self.line_sequence or f"{self.table}_line_seq")
+        return ("raw", f"{self.table}_line_seq")
 
     def matches(self, file_name: str) -> bool:
         lowered = file_name.lower()
@@ -53,9 +52,6 @@ class Route:
     @property
     def required_columns(self) -> tuple[Column, ...]:
         return tuple(c for c in self.columns if c.required)
-
-    def date_column(self) -> Column:
-        return next(c for c in self.columns if c.type is ColumnType.DATE)
 
 
 def _col(name: str, header: str, type_: ColumnType, required: bool = True) -> Column:

@@ -275,7 +275,7 @@ def test_a_copy_of_a_file_with_bad_lines_is_a_duplicate(
 
 
 def test_rejections_reach_the_metrics_and_the_runs_table(migrated_url: str, tmp_path: Path) -> None:
-    from watcher.cli import settings_for_tests
+    from tests.helpers import settings_for_tests
     from watcher.metrics import Metrics
     from watcher.pipeline import Pipeline
     from watcher.scanner import scan

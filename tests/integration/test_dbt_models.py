@@ -12,7 +12,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.dbtkit import MART_KEYS, load_file, load_fitbit, mart_rows, run_dbt
+from tests.dbtkit import MART_KEYS, activity_row, load_file, load_fitbit, mart_rows, run_dbt
 
 pytestmark = pytest.mark.slow
 
@@ -106,25 +106,11 @@ def _activity_rows(
         for day in days:
             steps = 0 if rng.random() < 0.1 else rng.randint(level // 2, level * 2)
             very, fairly, light = rng.randint(0, 60), rng.randint(0, 60), rng.randint(0, 300)
-            rows.append(
-                (
-                    user,
-                    START + dt.timedelta(days=day),
-                    steps,
-                    steps / 1300,
-                    steps / 1300,
-                    0.0,
-                    0.0,
-                    0.0,
-                    steps / 1300,
-                    0.0,
-                    very,
-                    fairly,
-                    light,
-                    1440 - very - fairly - light,
-                    1500 + steps // 20,
-                )
+            minutes = (very, fairly, light, 1440 - very - fairly - light)
+            day_row = activity_row(
+                user, START + dt.timedelta(days=day), steps, minutes=minutes, calories=1500 + steps // 20
             )
+            rows.append(day_row)
     return rows
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.dbtkit import load_file, run_dbt
+from tests.dbtkit import activity_row, load_file, run_dbt
 from watcher.report import EXIT_NO_DATA, EXIT_OK, run_report
 
 pytestmark = pytest.mark.slow
@@ -18,23 +18,7 @@ START = dt.date(2016, 3, 1)
 
 
 def _day(user: int, day: int, steps: int) -> tuple[object, ...]:
-    return (
-        user,
-        START + dt.timedelta(days=day),
-        steps,
-        steps / 1300,
-        steps / 1300,
-        0.0,
-        0.0,
-        0.0,
-        steps / 1300,
-        0.0,
-        20,
-        10,
-        200,
-        1000,
-        2000,
-    )
+    return activity_row(user, START + dt.timedelta(days=day), steps)
 
 
 def _users() -> list[tuple[object, ...]]:
