@@ -127,7 +127,7 @@ def psql_copy(url: str, path: Path, *, like_raw: bool = False) -> float:
             conn.execute("CREATE TABLE bench_copy (" + DAILY_COLUMNS + ")")
         conn.execute("CHECKPOINT")
     command = f"\\copy bench_copy ({COPY_COLUMNS}) FROM '{path}' WITH (FORMAT csv, HEADER true)"
-    settings = "-c DateStyle=ISO,MDY -c wearable.source_path=dailyActivity_bench.csv -c wearable.load_id=1"
+    settings = "-c DateStyle=ISO,MDY -c wearable.load_id=1"
     env = {**os.environ, "PGOPTIONS": settings}
     return timed(
         lambda: subprocess.run(

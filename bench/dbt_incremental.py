@@ -59,10 +59,10 @@ INSERT INTO raw.daily_activity (
     id, activity_date, total_steps, total_distance, tracker_distance, logged_activities_distance,
     very_active_distance, moderately_active_distance, light_active_distance,
     sedentary_active_distance, very_active_minutes, fairly_active_minutes, lightly_active_minutes,
-    sedentary_minutes, calories, _source_path, _line_number, _load_id)
+    sedentary_minutes, calories, _line_number, _load_id)
 SELECT id, day, steps, steps / 1300.0, steps / 1300.0, 0, steps / 5200.0, steps / 5200.0,
        steps / 2600.0, 0, very, fairly, light, 1440 - very - fairly - light, 1500 + steps / 20,
-       %(path)s, 1 + row_number() OVER (), %(load_id)s
+       1 + row_number() OVER (), %(load_id)s
 FROM (
     SELECT %(first_id)s::bigint + u AS id,
            %(start)s::date + d AS day,
@@ -79,9 +79,9 @@ FROM (
 
 SLEEP_INSERT = """
 INSERT INTO raw.sleep (id, sleep_day, total_sleep_records, total_minutes_asleep, total_time_in_bed,
-                       _source_path, _line_number, _load_id)
+                       _line_number, _load_id)
 SELECT %(first_id)s::bigint + u, %(start)s::date + d, 1, asleep, asleep + 25,
-       %(path)s, 1 + row_number() OVER (), %(load_id)s
+       1 + row_number() OVER (), %(load_id)s
 FROM (SELECT u, d, (300 + random() * 200)::int AS asleep
       FROM generate_series(%(first_user)s::int, %(last_user)s::int) AS u,
            generate_series(%(first_day)s::int, %(last_day)s::int) AS d) AS generated
@@ -137,11 +137,10 @@ def new_load(conn: psycopg.Connection[Any], path: str, table: str) -> int:
 def load_activity(
     conn: psycopg.Connection[Any], path: str, users: tuple[int, int], days: tuple[int, int], span: int
 ) -> None:
-    load_id = new_load(conn, path, "raw.daily_activity")
+    load_id = new_load(conn, path, "daily_activity")
     conn.execute(
         ACTIVITY_INSERT,
         {
-            "path": path,
             "load_id": load_id,
             "first_id": FIRST_USER,
             "start": START_DATE,
@@ -155,11 +154,10 @@ def load_activity(
 
 
 def load_sleep(conn: psycopg.Connection[Any], path: str, users: tuple[int, int], days: int) -> None:
-    load_id = new_load(conn, path, "raw.sleep")
+    load_id = new_load(conn, path, "sleep")
     conn.execute(
         SLEEP_INSERT,
         {
-            "path": path,
             "load_id": load_id,
             "first_id": FIRST_USER,
             "start": START_DATE,

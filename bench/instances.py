@@ -48,7 +48,8 @@ def run_instances(url: str, lake: Path, count: int) -> float:
 def check_exactly_once(url: str, files: int, rows: int) -> None:
     with psycopg.connect(url) as conn:
         total, distinct = conn.execute(
-            "SELECT count(*), count(DISTINCT (_source_path, _line_number)) FROM raw.daily_activity"
+            "SELECT count(*), count(DISTINCT (l.source_path, _line_number)) FROM raw.daily_activity"
+            " JOIN ops.file_loads l ON l.load_id = _load_id"
         ).fetchone()  # type: ignore[misc]
         loaded = conn.execute(
             "SELECT count(*) FROM ops.raw_ingest_manifest WHERE status = 'loaded'"

@@ -122,7 +122,7 @@ def load_file(
         load_id = conn.execute(
             "INSERT INTO ops.file_loads (source_path, source_sha256, target_table, rows_loaded,"
             " replaces_load_id, finished_at) VALUES (%s, %s, %s, %s, %s, now()) RETURNING load_id",
-            (source_path, f"sha-{source_path}-{len(rows)}", f"raw.{table}", len(rows), replaces_load_id),
+            (source_path, f"sha-{source_path}-{len(rows)}", table, len(rows), replaces_load_id),
         ).fetchone()[0]  # type: ignore[index]
         if replaces_load_id is not None:
             conn.execute(
@@ -131,13 +131,11 @@ def load_file(
             )
         copy_sql = sql.SQL("COPY {} ({}) FROM STDIN").format(
             sql.Identifier("raw", table),
-            sql.SQL(", ").join(
-                sql.Identifier(c) for c in (*columns, "_source_path", "_line_number", "_load_id")
-            ),
+            sql.SQL(", ").join(sql.Identifier(c) for c in (*columns, "_line_number", "_load_id")),
         )
         with conn.cursor().copy(copy_sql) as copy:
             for line_number, row in enumerate(rows, start=2):
-                copy.write_row((*row, source_path, line_number, load_id))
+                copy.write_row((*row, line_number, load_id))
     return int(load_id)
 
 

@@ -165,7 +165,7 @@ def _load(
 ) -> FileOutcome:
     relative = candidate.relative
     load_id = manifest.next_load_id(cur)
-    prepare_load(cur, route, relative, load_id)
+    prepare_load(cur, route, load_id)
     try:
         with conn.transaction():  # everything this file writes; undone by _Discard
             result = _read_into_table(conn, cur, candidate, route, relative, run_id, limits, progress)

@@ -131,13 +131,10 @@ def read_header(handle: BinaryIO, route: Route, max_line_bytes: int) -> Header:
     return Header(cells, raw, mapping)
 
 
-def prepare_load(cur: psycopg.Cursor[Any], route: Route, relative: str, load_id: int) -> None:
+def prepare_load(cur: psycopg.Cursor[Any], route: Route, load_id: int) -> None:
     """Session state the raw table's lineage defaults read, scoped to this transaction."""
     cur.execute("SET LOCAL DateStyle = 'ISO, MDY'")
-    cur.execute(
-        "SELECT set_config('wearable.source_path', %s, true), set_config('wearable.load_id', %s, true)",
-        (relative, str(load_id)),
-    )
+    cur.execute("SELECT set_config('wearable.load_id', %s, true)", (str(load_id),))
     # Restarting is transactional and takes the sequence's lock until commit: loads into one
     # table are serialized, and line numbers count from 2 (line 1 is the header).
     cur.execute(sql.SQL("ALTER SEQUENCE {} RESTART WITH 2").format(sql.Identifier(*route.sequence)))

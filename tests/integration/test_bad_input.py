@@ -57,8 +57,10 @@ def corpus_run(pg_admin_url: str, tmp_path_factory: pytest.TempPathFactory) -> I
                 rejected.setdefault(r["source_path"], []).append(r)
             raw_lines: dict[str, list[int]] = {}
             for r in cur.execute(
-                "SELECT _source_path AS path, _line_number AS line FROM raw.daily_activity"
-                " UNION ALL SELECT _source_path, _line_number FROM raw.sleep ORDER BY 1, 2"
+                "SELECT l.source_path AS path, _line_number AS line FROM raw.daily_activity"
+                " JOIN ops.file_loads l ON l.load_id = _load_id UNION ALL"
+                " SELECT l.source_path, _line_number FROM raw.sleep"
+                " JOIN ops.file_loads l ON l.load_id = _load_id ORDER BY 1, 2"
             ):
                 raw_lines.setdefault(r["path"], []).append(r["line"])
             run_row = cur.execute("SELECT * FROM ops.pipeline_runs ORDER BY run_id DESC LIMIT 1").fetchone()

@@ -245,7 +245,8 @@ def check_loaded_file(
     conn.execute("SET DateStyle = 'ISO, MDY'")
     rows = conn.execute(
         sql.SQL(
-            "SELECT _line_number, {} FROM raw.daily_activity WHERE _source_path LIKE %s ORDER BY 1"
+            "SELECT _line_number, {} FROM raw.daily_activity"
+            " JOIN ops.file_loads l ON l.load_id = _load_id WHERE l.source_path LIKE %s ORDER BY 1"
         ).format(
             sql.SQL(", ").join(
                 sql.SQL("{}::text").format(sql.Identifier(c.name))

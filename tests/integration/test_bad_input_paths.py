@@ -62,9 +62,9 @@ def manifest_row(conn: psycopg.Connection[Any], relative: str) -> dict[str, Any]
 
 def raw_count(conn: psycopg.Connection[Any], relative: str, table: str = "daily_activity") -> int:
     row = conn.execute(
-        psycopg.sql.SQL("SELECT count(*) FROM {} WHERE _source_path = %s").format(
-            psycopg.sql.Identifier("raw", table)
-        ),
+        psycopg.sql.SQL(
+            "SELECT count(*) FROM {} JOIN ops.file_loads l ON l.load_id = _load_id WHERE l.source_path = %s"
+        ).format(psycopg.sql.Identifier("raw", table)),
         (relative,),
     ).fetchone()
     conn.rollback()
@@ -185,12 +185,14 @@ def test_lines_the_server_refuses_are_recorded_with_its_reason(
         assert "TotalSteps: invalid input syntax for type integer" in reasons[900]
     assert 901 not in numbers
     value = conn.execute(
-        "SELECT total_steps FROM raw.daily_activity WHERE _source_path = %s AND _line_number = 901",
+        "SELECT total_steps FROM raw.daily_activity JOIN ops.file_loads l ON l.load_id = _load_id"
+        " WHERE l.source_path = %s AND _line_number = 901",
         (path.name,),
     ).fetchone()
     assert value == (12,)
     loaded = conn.execute(
-        "SELECT count(*), count(DISTINCT _line_number) FROM raw.daily_activity WHERE _source_path = %s",
+        "SELECT count(*), count(DISTINCT _line_number) FROM raw.daily_activity"
+        " JOIN ops.file_loads l ON l.load_id = _load_id WHERE l.source_path = %s",
         (path.name,),
     ).fetchone()
     assert loaded == (3000 - len(rows), 3000 - len(rows))
@@ -223,7 +225,8 @@ def test_the_checked_path_loads_exactly_what_the_fast_path_loads(
         if table == "sleep":
             columns += " total_minutes_asleep, total_time_in_bed"
         query = psycopg.sql.SQL(
-            "SELECT _line_number, " + columns + " FROM {} WHERE _source_path = %s ORDER BY 1"  # noqa: S608
+            "SELECT _line_number, " + columns + " FROM {} JOIN ops.file_loads l"  # noqa: S608
+            " ON l.load_id = _load_id WHERE l.source_path = %s ORDER BY 1"
         ).format(psycopg.sql.Identifier("raw", table))
         fast_rows = conn.execute(query, (relative,)).fetchall()
         slow_rows = conn.execute(query, (broken.relative_to(tmp_path).as_posix(),)).fetchall()

@@ -38,7 +38,8 @@ def table_state(url: str) -> tuple[int, int, list[tuple[str, str, int]]]:
     with psycopg.connect(url) as conn:
         rows = conn.execute("SELECT count(*) FROM raw.daily_activity").fetchone()
         distinct = conn.execute(
-            "SELECT count(*) FROM (SELECT DISTINCT _source_path, _line_number FROM raw.daily_activity) d"
+            "SELECT count(*) FROM (SELECT DISTINCT l.source_path, _line_number FROM raw.daily_activity"
+            " JOIN ops.file_loads l ON l.load_id = _load_id) d"
         ).fetchone()
         manifest = conn.execute(
             "SELECT source_path, status, rows_loaded FROM ops.raw_ingest_manifest ORDER BY 1"

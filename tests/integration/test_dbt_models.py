@@ -235,3 +235,18 @@ def test_scoped_data_tests_still_catch_bad_rows_of_a_new_load(migrated_url: str,
             ["build", "--select", "source:raw.daily_activity+", "--exclude-resource-type", "unit_test"],
             target_path=target,
         )
+
+
+def test_source_freshness_is_the_last_load_into_each_raw_table(migrated_url: str, tmp_path: Path) -> None:
+    """Raw rows carry no timestamp: freshness is the newest load of the table in ops.file_loads."""
+    day = dt.date(2016, 4, 12)
+    with psycopg.connect(migrated_url) as conn:
+        load_file(conn, "daily_activity", "a.csv", [activity_row(1, day, 5000)])
+        load_file(conn, "sleep", "s.csv", [(1, day, 1, 400, 430)])
+        load_file(conn, "sleep", "old.csv", [(2, day, 1, 380, 400)])
+        conn.execute(
+            "UPDATE ops.file_loads SET finished_at = now() - interval '3 days' WHERE target_table = 'sleep'"
+        )
+    result = run_dbt(migrated_url, ["source", "freshness"], target_path=tmp_path / "target")
+    statuses = {r.node.name: str(r.status) for r in result.result.results}
+    assert statuses == {"daily_activity": "pass", "sleep": "warn"}

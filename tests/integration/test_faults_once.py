@@ -25,7 +25,8 @@ def make_lake(root: Path, files: int, rows_per_file: int = 3) -> int:
 def assert_exactly_once(url: str, expected_rows: int, expected_files: int) -> None:
     with psycopg.connect(url) as conn:
         total, distinct = conn.execute(
-            "SELECT count(*), count(DISTINCT (_source_path, _line_number)) FROM raw.daily_activity"
+            "SELECT count(*), count(DISTINCT (l.source_path, _line_number)) FROM raw.daily_activity"
+            " JOIN ops.file_loads l ON l.load_id = _load_id"
         ).fetchone()  # type: ignore[misc]
         loaded = conn.execute(
             "SELECT count(*), coalesce(sum(rows_loaded), 0) FROM ops.raw_ingest_manifest WHERE status = 'loaded'"

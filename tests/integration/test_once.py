@@ -47,13 +47,30 @@ def test_lineage_columns_and_types(tmp_path: Path, database_url: str) -> None:
     assert once_json(lake, database_url, "--no-dbt")[0] == 0
     with psycopg.connect(database_url) as conn:
         rows = conn.execute(
-            "SELECT d.id, d.activity_date::text, d._source_path, d._line_number, l.source_sha256,"
-            " d._loaded_at IS NOT NULL FROM raw.daily_activity d JOIN ops.file_loads l USING (_load_id)"
-            " ORDER BY d._line_number".replace("USING (_load_id)", "ON l.load_id = d._load_id")
+            "SELECT d.id, d.activity_date::text, l.source_path, d._line_number, l.source_sha256,"
+            " l.finished_at IS NOT NULL FROM raw.daily_activity d JOIN ops.file_loads l"
+            " ON l.load_id = d._load_id ORDER BY d._line_number"
         ).fetchall()
     assert [r[3] for r in rows] == [2, 3, 4]
     assert rows[0][:3] == (1503960366, "2016-04-12", "dailyActivity_x.csv")
     assert all(len(r[4]) == 64 and r[5] for r in rows)
+
+
+def test_each_load_in_one_pass_stamps_its_own_rows(tmp_path: Path, database_url: str) -> None:
+    """The load id default is evaluated once per COPY: consecutive loads on one connection must
+    not reuse the first one's value."""
+    lake = tmp_path / "lake"
+    for number in range(4):
+        rows = daily_rows(1, 2 + number, first_id=1000000000 + number)
+        write_csv(lake / f"dailyActivity_{number}.csv", DAILY_HEADER, rows)
+    assert once_json(lake, database_url, "--no-dbt")[0] == 0
+    with psycopg.connect(database_url) as conn:
+        rows = conn.execute(
+            "SELECT l.source_path, min(d.id), count(*), min(d._line_number), max(d._line_number)"
+            " FROM raw.daily_activity d JOIN ops.file_loads l ON l.load_id = d._load_id"
+            " GROUP BY l.source_path ORDER BY 1"
+        ).fetchall()
+    assert rows == [(f"dailyActivity_{n}.csv", 1000000000 + n, 2 + n, 2, 3 + n) for n in range(4)]
 
 
 def test_changed_file_replaces_its_rows_and_copy_is_duplicate(tmp_path: Path, database_url: str) -> None:
@@ -161,7 +178,10 @@ def test_real_fitbit_export_both_periods(tmp_path: Path, database_url: str, fitb
     }
     with psycopg.connect(database_url) as conn:
         per_file = dict(
-            conn.execute("SELECT _source_path, count(*) FROM raw.daily_activity GROUP BY 1").fetchall()
+            conn.execute(
+                "SELECT l.source_path, count(*) FROM raw.daily_activity"
+                " JOIN ops.file_loads l ON l.load_id = _load_id GROUP BY 1"
+            ).fetchall()
         )
         sleep = conn.execute("SELECT count(*), count(DISTINCT id) FROM raw.sleep").fetchone()
         big_ids = conn.execute("SELECT count(*) FROM raw.daily_activity WHERE id > 2147483647").fetchone()
