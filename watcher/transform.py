@@ -8,6 +8,7 @@ so that several pipeline instances take turns.
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
@@ -18,6 +19,7 @@ from typing import Any
 
 import psycopg
 import structlog
+from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
 log = structlog.get_logger(__name__)
@@ -29,6 +31,7 @@ FAILED_STATUSES = {"error", "fail", "runtime error"}
 # 0.8 MB of JSON, some 0.2 s of CPU per build); nothing reads them: the results come back in
 # process and go to ops.pipeline_runs and the logs. The parse at start still writes the manifest.
 BUILD_FLAGS = ("--no-write-json",)
+FINGERPRINTS_MODEL = "int_user_source_fingerprints"
 
 
 class TransformUnavailable(RuntimeError):
@@ -153,6 +156,32 @@ class Transformer:
                 missing.append(name)
         return missing
 
+    def _loads_seen(self, conn: psycopg.Connection[Any]) -> int | None:
+        """The highest load id the fingerprints hold before this build: the data tests' scope.
+
+        ``macros/test_scopes.sql`` reads the same value when no var is given; read here, before
+        the models are rebuilt, it still names the loads that are new to this build when the
+        tests run after the fingerprints were rebuilt. 0 when there are no fingerprints yet (every
+        row is tested); None when it cannot be read (the macro then reads it itself).
+        """
+        relation = next((m for m in self._models if m[0] == FINGERPRINTS_MODEL), None)
+        if relation is None:
+            return None
+        _, schema, alias = relation
+        try:
+            exists = conn.execute("SELECT to_regclass(%s)", (f'"{schema}"."{alias}"',)).fetchone()
+            if exists is None or exists[0] is None:
+                return 0
+            row = conn.execute(
+                sql.SQL(
+                    "SELECT coalesce(max(greatest(activity_max_load_id, sleep_max_load_id)), 0) FROM {}"
+                ).format(sql.Identifier(schema, alias))
+            ).fetchone()
+        except psycopg.Error as exc:
+            log.warning("dbt_test_scope_unknown", step="dbt", error=str(exc).splitlines()[0])
+            return None
+        return int(row[0]) if row is not None else 0
+
     def build(self, tables: Iterable[str], *, full_refresh: bool = False) -> BuildResult:
         """One dbt build of the models and tests downstream of ``tables``."""
         selectors = selectors_for(tables)
@@ -168,6 +197,8 @@ class Transformer:
                 args += ["--exclude-resource-type", "unit_test"]
                 if full_refresh:
                     args.append("--full-refresh")
+                elif (seen := self._loads_seen(lock_conn)) is not None:
+                    args += ["--vars", json.dumps({"loads_seen_before_build": seen})]
                 outcome = runner.invoke(args)
             finally:
                 duration = time.monotonic() - started
