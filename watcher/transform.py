@@ -119,6 +119,9 @@ class Transformer:
         self._lock = threading.Lock()
         self._runner: Any = None
         self._models: list[tuple[str, str, str]] = []
+        self._stable_views: dict[str, set[str]] = {}
+        """Views a build drops only by building them, or a view they read, again (see below)."""
+        self._views_built: set[str] = set()
 
     @property
     def available(self) -> bool:
@@ -163,6 +166,8 @@ class Transformer:
             for node in manifest.nodes.values()
             if node.resource_type == "model" and node.config.materialized != "ephemeral"
         ]
+        self._stable_views = _stable_views(manifest)
+        self._views_built = set()
         return self._runner
 
     def _missing_models(self, conn: psycopg.Connection[Any]) -> list[str]:
@@ -256,6 +261,7 @@ class Transformer:
             args += ["--vars", json.dumps({"loads_seen_before_build": seen})]
         if self.tests == "gate":
             nodes, success = self._invoke(runner, ["build", *args])
+            self._note_views(nodes)
             result = BuildResult(
                 "success" if success else "error", 0.0, selectors, nodes, "gate", loads_seen=seen
             )
@@ -264,7 +270,14 @@ class Transformer:
                 if on_models_built is not None:
                     on_models_built(result)
             return result
-        nodes, success = self._invoke(runner, ["build", *args, *MODEL_TYPES])
+        # A view built by this process already has the definition the manifest gives it and
+        # reads its tables live: building it again changes nothing but costs a node on the
+        # latency path. Its data tests still run.
+        skip = [] if full_refresh else self._views_to_skip(missing)
+        nodes, success = self._invoke(
+            runner, ["build", *args, *MODEL_TYPES, *(["--exclude", *skip] if skip else [])]
+        )
+        self._note_views(nodes)
         result = BuildResult(
             "success" if success else "error", 0.0, selectors, nodes, "after", loads_seen=seen
         )
@@ -282,6 +295,29 @@ class Transformer:
         result.status = "success" if success else "error"
         return result
 
+    def _views_to_skip(self, missing: list[str]) -> list[str]:
+        """Views this process built that exist and read from no view that is built again.
+
+        Building a view again drops the old one with CASCADE, and with it every view that reads
+        from it: those must be built again in the same build.
+        """
+        skip = self._views_built - set(missing)
+        while True:
+            kept = {v for v in skip if self._stable_views[v] <= skip}
+            if kept == skip:
+                return sorted(skip)
+            skip = kept
+
+    def _note_views(self, nodes: list[NodeResult]) -> None:
+        for node in nodes:
+            name = node.unique_id.rsplit(".", 1)[-1]
+            if (
+                node.unique_id.startswith("model.")
+                and node.status == "success"
+                and name in self._stable_views
+            ):
+                self._views_built.add(name)
+
     def _invoke(self, runner: Any, args: list[str]) -> tuple[list[NodeResult], bool]:
         outcome = runner.invoke(args)
         if outcome.exception is not None or outcome.result is None:
@@ -289,6 +325,43 @@ class Transformer:
             raise TransformUnavailable(f"dbt build could not run: {outcome.exception}")
         nodes = [_node_result(r) for r in getattr(outcome.result, "results", [])]
         return nodes, bool(outcome.success)
+
+
+def _stable_views(manifest: Any) -> dict[str, set[str]]:
+    """Views that no build drops but by building them, or a view they read from, again.
+
+    PostgreSQL drops a view with what it reads from directly (through other views and ephemeral
+    models). Building a view or a ``table`` model again drops the old relation with CASCADE; an
+    incremental model is kept. So a view qualifies when no ``table`` model is among what it reads
+    directly; each comes with the views it reads directly.
+    """
+    models = {uid: node for uid, node in manifest.nodes.items() if node.resource_type == "model"}
+
+    def reads(uid: str, seen: frozenset[str]) -> tuple[set[str], bool]:
+        """(views read directly, whether no table is read directly) for a view or ephemeral model."""
+        views: set[str] = set()
+        stable = True
+        for parent in models[uid].depends_on.nodes:
+            node = models.get(parent)
+            if node is None or parent in seen or node.config.materialized == "incremental":
+                continue
+            if node.config.materialized == "view":
+                views.add(node.name)
+            elif node.config.materialized == "ephemeral":
+                inlined, ok = reads(parent, seen | {parent})
+                views |= inlined
+                stable = stable and ok
+            else:
+                stable = False
+        return views, stable
+
+    found = {}
+    for uid, node in models.items():
+        if node.config.materialized == "view":
+            views, stable = reads(uid, frozenset({uid}))
+            if stable:
+                found[node.name] = views
+    return found
 
 
 def _node_result(result: Any) -> NodeResult:

@@ -162,3 +162,61 @@ def test_tests_after_the_models_still_look_at_the_new_loads(migrated_url: str) -
 
 def _row(user: int, day: int) -> tuple[object, ...]:
     return activity_row(1700000000 + user, dt.date(2016, 4, day), 5000 + 100 * day)
+
+
+def test_views_are_built_once_per_process_and_again_when_gone(migrated_url: str) -> None:
+    """A view this process built has the manifest's definition: later builds skip it, not its tests."""
+    transformer = Transformer(DBT_PROJECT_DIR, migrated_url, threads=2, tests="after")
+    view = "model.wearable.stg_daily_activity"
+    with psycopg.connect(migrated_url) as conn:
+        load_file(conn, "daily_activity", "a.csv", [_row(1, day) for day in range(1, 6)])
+    first = transformer.build(["daily_activity"])
+    assert first.status == "success", first.summary()
+    assert view in {n.unique_id for n in first.nodes}
+
+    with psycopg.connect(migrated_url) as conn:
+        load_file(conn, "daily_activity", "b.csv", [_row(2, day) for day in range(1, 6)])
+    second = transformer.build(["daily_activity"])
+    assert second.status == "success", second.summary()
+    built = {n.unique_id for n in second.nodes if n.unique_id.startswith("model.")}
+    assert view not in built and "model.wearable.user_daily_activity" in built
+    assert any(
+        n.unique_id.startswith("test.wearable.not_null_columns_stg_daily_activity") for n in second.nodes
+    )
+    assert in_mart(migrated_url, "user_daily_activity", 1700000002)
+
+    with psycopg.connect(migrated_url, autocommit=True) as conn:
+        conn.execute("DROP VIEW staging.stg_daily_activity CASCADE")
+        load_file(conn, "daily_activity", "c.csv", [_row(3, day) for day in range(1, 6)])
+    third = transformer.build(["daily_activity"])
+    assert third.status == "success", third.summary()
+    assert view in {n.unique_id for n in third.nodes}
+    assert in_mart(migrated_url, "user_daily_activity", 1700000003)
+
+
+def test_a_view_that_reads_a_view_built_again_is_built_again(migrated_url: str) -> None:
+    """Building a view again drops the views on it (CASCADE): they are built again in the same build."""
+    with psycopg.connect(migrated_url) as conn:
+        load_file(conn, "daily_activity", "a.csv", [_row(1, day) for day in range(1, 6)])
+        load_file(conn, "sleep", "s.csv", [(1700000001, dt.date(2016, 4, 2), 1, 300, 320)])
+    first = Transformer(DBT_PROJECT_DIR, migrated_url, threads=2, tests="after")
+    assert first.build(["daily_activity", "sleep"]).status == "success"
+
+    # A second process: its first build, of sleep, builds int_daily_activity_deduplicated (below
+    # int_load_extents) but not stg_daily_activity, which that view reads.
+    second = Transformer(DBT_PROJECT_DIR, migrated_url, threads=2, tests="after")
+    with psycopg.connect(migrated_url) as conn:
+        load_file(conn, "sleep", "s2.csv", [(1700000001, dt.date(2016, 4, 3), 1, 310, 330)])
+    built = second.build(["sleep"])
+    assert built.status == "success", built.summary()
+    models = {n.unique_id for n in built.nodes}
+    assert "model.wearable.int_daily_activity_deduplicated" in models
+    assert "model.wearable.stg_daily_activity" not in models
+
+    with psycopg.connect(migrated_url) as conn:
+        load_file(conn, "daily_activity", "b.csv", [_row(2, day) for day in range(1, 6)])
+    built = second.build(["daily_activity"])
+    assert built.status == "success", built.summary()
+    models = {n.unique_id for n in built.nodes}
+    assert {"model.wearable.stg_daily_activity", "model.wearable.int_daily_activity_deduplicated"} <= models
+    assert in_mart(migrated_url, "user_daily_activity", 1700000002)
