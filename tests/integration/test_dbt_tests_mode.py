@@ -22,7 +22,7 @@ from psycopg import sql
 from tests.daemon_helpers import DaemonProcess, dbt_available, drop_daily, finished_runs, scalar, wait_until
 from tests.dbtkit import DBT_PROJECT_DIR, activity_row, load_file
 from tests.helpers import DAILY_HEADER, daily_rows, run_cli, write_csv
-from watcher.transform import Transformer
+from watcher.transform import Transformer, profile_environment
 
 pytestmark = [
     pytest.mark.timeout(300),
@@ -31,6 +31,15 @@ pytestmark = [
 
 BAD_USER = 1503960999
 RANGE_TEST = "test.wearable.user_daily_activity_values_in_range"
+
+
+@pytest.fixture(autouse=True)
+def _dbt_profile_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A Transformer hands dbt its connection through os.environ: put it back after each test."""
+    for key in profile_environment("postgresql://localhost/postgres"):
+        monkeypatch.setenv(key, os.environ.get(key, ""))
+        if os.environ.get(key) == "":
+            monkeypatch.delenv(key)
 
 
 def bad_rows() -> list[str]:
