@@ -1,6 +1,7 @@
 """The daemon's speed: drop-to-ready latency, a burst of files, CPU while idle.
 
 Run: python -m bench.daemon_latency [--database-url URL] [--drops 20] [--burst 1000] [--idle 60]
+     [--dbt-tests after|gate]
 (the server defaults to BENCH_DATABASE_URL, TEST_DATABASE_URL or a local one; a scratch database
 is created on it and dropped afterwards). The daemon runs as a process with its default settings
 (debounce 1 s) and the real dbt project, exactly as ``wearable-pipeline watch`` would.
@@ -8,8 +9,9 @@ is created on it and dropped afterwards). The daemon runs as a process with its 
 Figures printed:
 - drop-to-ready, per small drop, two ways: from the moment the file was complete in the landing
   zone (renamed into place) to the end of the run that built the models on it (wall clock, so the
-  debounce window is included); and the daemon's own ``wearable_drop_to_ready_seconds`` (from the
-  moment the file had settled to the models built), one observation per drop;
+  debounce window is included, and with ``WEARABLE_DBT_TESTS=after`` the data tests too); and the
+  daemon's own ``wearable_drop_to_ready_seconds`` (from the moment the file had settled to the
+  models built), one observation per drop; and the whole dbt build (models and data tests);
 - a burst: N files written at once; seconds until the last is loaded and built, number of runs and
   of dbt builds;
 - CPU of the daemon process while idle (user + system time over the idle period / its length).
@@ -172,6 +174,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--idle", type=float, default=60.0, help="seconds of idle CPU measurement")
     parser.add_argument("--debounce", type=float, default=1.0, help="the daemon's default is 1 s")
     parser.add_argument("--dbt-threads", type=int, default=None, help="WEARABLE_DBT_THREADS for the build")
+    parser.add_argument(
+        "--dbt-tests", choices=("after", "gate"), default=None, help="WEARABLE_DBT_TESTS for the build"
+    )
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     if not dbt_available():
@@ -184,10 +189,13 @@ def main(argv: list[str] | None = None) -> int:
         lake = Path(tmp) / "lake"
         lake.mkdir()
         env = {"WEARABLE_DBT_THREADS": str(args.dbt_threads)} if args.dbt_threads else {}
+        if args.dbt_tests:
+            env["WEARABLE_DBT_TESTS"] = args.dbt_tests
         daemon = DaemonProcess(lake, url, Path(tmp) / "daemon.log", debounce=args.debounce, extra_env=env)
         results["settings"] = {
             "debounce_s": args.debounce,
             "dbt_threads": args.dbt_threads or "pipeline default (4)",
+            "dbt_tests": args.dbt_tests or "pipeline default (after)",
         }
         try:
             started = time.monotonic()
@@ -226,7 +234,8 @@ def print_results(results: dict[str, Any]) -> None:
             f"drop-to-ready over {lat['drops']} drops: complete->built p50 {lat['complete_to_built_p50_s']} s,"
             f" p95 {lat['complete_to_built_p95_s']} s (max {lat['complete_to_built_max_s']} s);"
             f" settled->built p50 {lat['settled_to_built_p50_s']} s, p95 {lat['settled_to_built_p95_s']} s;"
-            f" of which the dbt build p50 {lat['dbt_build_p50_s']} s; dbt {lat['dbt_statuses']}"
+            f" the whole dbt build (models and data tests) p50 {lat['dbt_build_p50_s']} s;"
+            f" dbt {lat['dbt_statuses']}"
         )
     if b := results.get("burst"):
         print(

@@ -67,7 +67,9 @@ def _dispatch(args: argparse.Namespace, settings: Settings, url: str) -> int:
 
 def make_pipeline(settings: Settings, url: str, *, show_progress: bool = False) -> Pipeline:
     transformer = (
-        Transformer(settings.dbt_project_dir, url, threads=settings.dbt_threads) if settings.run_dbt else None
+        Transformer(settings.dbt_project_dir, url, threads=settings.dbt_threads, tests=settings.dbt_tests)
+        if settings.run_dbt
+        else None
     )
     return Pipeline(settings, url, Metrics(), transformer=transformer, show_progress=show_progress)
 

@@ -20,6 +20,7 @@ class ConfigError(ValueError):
 
 
 DEFAULT_METRICS_ADDR = "127.0.0.1:9108"
+DBT_TEST_MODES = ("after", "gate")
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,9 @@ class Settings:
     dbt_project_dir: Path
     run_dbt: bool = True
     dbt_threads: int = 4
+    dbt_tests: str = "after"
+    """When a batch's dbt data tests run: ``after`` the models are built (the drop is ready
+    first), or within one ``dbt build`` as a ``gate`` (a failing test skips the models below it)."""
     metrics_addr: tuple[str, int] | None = ("127.0.0.1", 9108)
     debounce_seconds: float = 1.0
     reconcile_seconds: float = 60.0
@@ -115,6 +119,16 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
     return value
 
 
+def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...]) -> str:
+    """The variable's value (trimmed, lower case) if it is one of ``choices``; the first if unset."""
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return choices[0]
+    if raw not in choices:
+        raise ConfigError(f"{name} must be {' or '.join(choices)}, got {env[name]!r}")
+    return raw
+
+
 def _bool(env: Mapping[str, str], name: str) -> bool:
     return env.get(name, "").strip().lower() in {"1", "true", "yes", "on"}
 
@@ -157,6 +171,7 @@ def build_settings(overrides: Overrides, env: Mapping[str, str] | None = None) -
         dbt_project_dir=dbt_dir.resolve(),
         run_dbt=not (overrides.no_dbt or _bool(env, "WEARABLE_NO_DBT")),
         dbt_threads=max(1, int(_float(env, "WEARABLE_DBT_THREADS", 4))),
+        dbt_tests=_choice(env, "WEARABLE_DBT_TESTS", DBT_TEST_MODES),
         metrics_addr=metrics_addr,
         debounce_seconds=debounce if debounce is not None else _float(env, "WEARABLE_DEBOUNCE_SECONDS", 1.0),
         reconcile_seconds=(

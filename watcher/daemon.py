@@ -14,6 +14,7 @@ a backstop for lost events. Idle, the loop sleeps in ``epoll`` for seconds at a 
 from __future__ import annotations
 
 import contextlib
+import gc
 import math
 import os
 import selectors
@@ -236,6 +237,12 @@ class Daemon:
     def _warm_up(self) -> None:
         try:
             self.pipeline.warm_up()
+            # The parsed dbt project and the modules loaded so far live as long as the process:
+            # keep them out of the collector's full passes, which otherwise cost 0.15-0.3 s in
+            # every few dbt builds, on the drop-to-ready path. (Should dbt ever parse again, after
+            # a build that could not run, this first project stays in memory: once, bounded.)
+            gc.collect()
+            gc.freeze()
         finally:
             self.warm.set()
             self.waker.wake()

@@ -41,7 +41,7 @@ class Metrics:
         )
         self.dbt_build_duration = Histogram(
             "wearable_dbt_build_duration_seconds",
-            "Duration of one dbt build.",
+            "Duration of one dbt build: its models and their data tests.",
             buckets=LATENCY_BUCKETS,
             registry=registry,
         )
@@ -69,7 +69,7 @@ class Metrics:
         )
         self.last_build = Gauge(
             "wearable_last_successful_build_timestamp_seconds",
-            "Unix time of the last successful dbt build.",
+            "Unix time of the last successful dbt build (models and data tests).",
             registry=registry,
         )
         self.watcher_backend = Gauge(

@@ -352,8 +352,27 @@ class Pipeline:
                 "dbt_skipped", step="dbt", reason="no dbt project", project=str(self.transformer.project_dir)
             )
             return
+
+        def models_built(build: BuildResult) -> None:
+            """The models are built (with ``gate``: and tested): the drops are ready.
+
+            The last-successful-build time waits for the data tests in both modes: the
+            WearableDbtBuildFailing alert compares it with the last load to catch failing tests.
+            """
+            now = time.time()
+            for o in result.outcomes:
+                if o.outcome == "loaded" and o.relative in settled_at:
+                    self.metrics.drop_to_ready.observe(max(0.0, now - settled_at[o.relative]))
+            bound.info(
+                "dbt_models_built",
+                step="dbt",
+                tests=build.tests,
+                duration_ms=round((build.models_duration_s or 0.0) * 1000),
+                nodes=len(build.nodes),
+            )
+
         try:
-            build = self.transformer.build(changed)
+            build = self.transformer.build(changed, on_models_built=models_built)
         except TransformUnavailable as exc:
             result.build_error = str(exc)
             self.last_build_failed = True
@@ -366,14 +385,11 @@ class Pipeline:
         self.last_build_failed = build.status != "success"
         if build.status == "success":
             self.metrics.last_build.set_to_current_time()
-            now = time.time()
-            for o in result.outcomes:
-                if o.outcome == "loaded" and o.relative in settled_at:
-                    self.metrics.drop_to_ready.observe(max(0.0, now - settled_at[o.relative]))
             bound.info(
                 "dbt_build_succeeded",
                 step="dbt",
                 status="success",
+                tests=build.tests,
                 duration_ms=round(build.duration_s * 1000),
                 selectors=list(build.selectors),
                 nodes=len(build.nodes),
@@ -383,6 +399,7 @@ class Pipeline:
                 "dbt_build_failed",
                 step="dbt",
                 status="error",
+                tests=build.tests,
                 duration_ms=round(build.duration_s * 1000),
                 failures=build.summary(),
             )

@@ -41,6 +41,10 @@ def pass_as_dict(result: PassResult) -> dict[str, Any]:
         else {
             "status": build.status if build else "unavailable",
             "duration_s": round(build.duration_s, 3) if build else None,
+            "tests": build.tests if build else None,
+            "models_duration_s": (
+                round(build.models_duration_s, 3) if build and build.models_duration_s is not None else None
+            ),
             "selectors": list(build.selectors) if build else [],
             "failures": [
                 {"node": n.unique_id, "status": n.status, "message": n.message} for n in build.failures
@@ -71,8 +75,14 @@ def pass_as_text(result: PassResult) -> str:
             lines.append(f"  warning   {o.relative}: {o.warnings}")
     if result.build is not None:
         b = result.build
+        models = (
+            f" (models built after {b.models_duration_s:.1f}s, then tested)"
+            if b.tests == "after" and b.models_duration_s is not None
+            else ""
+        )
         lines.append(
-            f"dbt build ({' '.join(b.selectors)}): {b.status} in {b.duration_s:.1f}s, {len(b.nodes)} nodes"
+            f"dbt build ({' '.join(b.selectors)}): {b.status} in {b.duration_s:.1f}s{models},"
+            f" {len(b.nodes)} nodes"
         )
         lines.extend(
             f"  {n.status:<9} {n.unique_id}: {(n.message or '').splitlines()[0]}" for n in b.failures

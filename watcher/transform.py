@@ -4,26 +4,47 @@ dbt's start-up (imports and parsing) costs seconds; a build of a few models cost
 that. One ``Transformer`` per process parses once and reuses the manifest. Builds never overlap:
 a lock per process (dbtRunner is not re-entrant) and a PostgreSQL advisory lock per database,
 so that several pipeline instances take turns.
+
+A build runs its data tests in one of two ways (``WEARABLE_DBT_TESTS``):
+
+- ``after`` (default): one invocation builds the models, a second one runs the data tests of the
+  same selection; the models are ready (the caller is told) before the tests start. A failing
+  test still fails the build; models downstream of it are built anyway.
+- ``gate``: one ``dbt build``, whose failing test skips the models downstream of it.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import structlog
+from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
+
+from watcher.config import DBT_TEST_MODES
 
 log = structlog.get_logger(__name__)
 
 BUILD_LOCK_KEY = 0x5744_4254  # "WDBT": one dbt build at a time per database
 FAILED_STATUSES = {"error", "fail", "runtime error"}
+
+# Each build would otherwise rewrite target/manifest.json and target/run_results.json (about
+# 0.8 MB of JSON, some 0.2 s of CPU per build); nothing reads them: the results come back in
+# process and go to ops.pipeline_runs and the logs. The parse at start still writes the manifest.
+BUILD_FLAGS = ("--no-write-json",)
+# dbt unit tests check the models' SQL, not the data: the test suite runs them.
+NO_UNIT_TESTS = ("--exclude-resource-type", "unit_test")
+MODEL_TYPES = ("--resource-type", "model", "--resource-type", "seed", "--resource-type", "snapshot")
+TEST_TYPES = ("--resource-type", "test")
+FINGERPRINTS_MODEL = "int_user_source_fingerprints"
 
 
 class TransformUnavailable(RuntimeError):
@@ -45,6 +66,12 @@ class BuildResult:
     duration_s: float
     selectors: tuple[str, ...]
     nodes: list[NodeResult] = field(default_factory=list)
+    tests: str = "gate"
+    """How the data tests ran: ``gate`` (within the build) or ``after`` (once the models were built)."""
+    models_duration_s: float | None = None
+    """Seconds until the models were built (and, with ``gate``, tested); None when they were not."""
+    loads_seen: int | None = None
+    """The data tests' scope: the highest load id the previous builds saw (see ``_loads_seen``)."""
 
     @property
     def failures(self) -> list[NodeResult]:
@@ -82,13 +109,19 @@ def selectors_for(tables: Iterable[str]) -> tuple[str, ...]:
 class Transformer:
     """One warm dbt project bound to one database."""
 
-    def __init__(self, project_dir: Path, conninfo: str, *, threads: int = 4) -> None:
+    def __init__(self, project_dir: Path, conninfo: str, *, threads: int = 4, tests: str = "after") -> None:
+        if tests not in DBT_TEST_MODES:
+            raise ValueError(f"tests must be one of {DBT_TEST_MODES}, got {tests!r}")
         self.project_dir = project_dir
         self.conninfo = conninfo
         self.threads = threads
+        self.tests = tests
         self._lock = threading.Lock()
         self._runner: Any = None
         self._models: list[tuple[str, str, str]] = []
+        self._stable_views: dict[str, set[str]] = {}
+        """Views a build drops only by building them, or a view they read, again (see below)."""
+        self._views_built: set[str] = set()
 
     @property
     def available(self) -> bool:
@@ -133,6 +166,8 @@ class Transformer:
             for node in manifest.nodes.values()
             if node.resource_type == "model" and node.config.materialized != "ephemeral"
         ]
+        self._stable_views = _stable_views(manifest)
+        self._views_built = set()
         return self._runner
 
     def _missing_models(self, conn: psycopg.Connection[Any]) -> list[str]:
@@ -148,33 +183,185 @@ class Transformer:
                 missing.append(name)
         return missing
 
-    def build(self, tables: Iterable[str], *, full_refresh: bool = False) -> BuildResult:
-        """One dbt build of the models and tests downstream of ``tables``."""
+    def _loads_seen(self, conn: psycopg.Connection[Any]) -> int | None:
+        """The highest load id the fingerprints hold before this build: the data tests' scope.
+
+        ``macros/test_scopes.sql`` reads the same value when no var is given; read here, before
+        the models are rebuilt, it still names the loads that are new to this build when the
+        tests run after the fingerprints were rebuilt. 0 when there are no fingerprints yet (every
+        row is tested); None when it cannot be read (the macro then reads it itself).
+        """
+        relation = next((m for m in self._models if m[0] == FINGERPRINTS_MODEL), None)
+        if relation is None:
+            return None
+        _, schema, alias = relation
+        try:
+            exists = conn.execute("SELECT to_regclass(%s)", (f'"{schema}"."{alias}"',)).fetchone()
+            if exists is None or exists[0] is None:
+                return 0
+            row = conn.execute(
+                sql.SQL(
+                    "SELECT coalesce(max(greatest(activity_max_load_id, sleep_max_load_id)), 0) FROM {}"
+                ).format(sql.Identifier(schema, alias))
+            ).fetchone()
+        except psycopg.Error as exc:
+            log.warning("dbt_test_scope_unknown", step="dbt", error=str(exc).splitlines()[0])
+            return None
+        return int(row[0]) if row is not None else 0
+
+    def build(
+        self,
+        tables: Iterable[str],
+        *,
+        full_refresh: bool = False,
+        on_models_built: Callable[[BuildResult], None] | None = None,
+    ) -> BuildResult:
+        """Build the models downstream of ``tables`` and run their data tests.
+
+        ``on_models_built`` is called, with the build lock still held, as soon as the models are
+        built: before the data tests with ``after``, after them with ``gate``; not at all when a
+        model failed (or, with ``gate``, a test).
+        """
         selectors = selectors_for(tables)
         with self._lock, psycopg.connect(self.conninfo, autocommit=True) as lock_conn:
             lock_conn.execute("SELECT pg_advisory_lock(%s)", (BUILD_LOCK_KEY,))
             started = time.monotonic()
-            log.info("dbt_build_started", step="dbt", selectors=list(selectors), wall_time=time.time())
+            log.info(
+                "dbt_build_started",
+                step="dbt",
+                selectors=list(selectors),
+                tests=self.tests,
+                wall_time=time.time(),
+            )
             try:
-                runner = self._warm_runner()
-                missing = self._missing_models(lock_conn)
-                args = ["build", *self._base_args(), "--select", *selectors, *missing]
-                # dbt unit tests check the models' SQL, not the data: the test suite runs them.
-                args += ["--exclude-resource-type", "unit_test"]
-                if full_refresh:
-                    args.append("--full-refresh")
-                outcome = runner.invoke(args)
+                result = self._build_locked(lock_conn, selectors, started, full_refresh, on_models_built)
             finally:
                 duration = time.monotonic() - started
                 log.info(
                     "dbt_build_ended", step="dbt", duration_ms=round(duration * 1000), wall_time=time.time()
                 )
+        result.duration_s = duration
+        return result
+
+    def _build_locked(
+        self,
+        conn: psycopg.Connection[Any],
+        selectors: tuple[str, ...],
+        started: float,
+        full_refresh: bool,
+        on_models_built: Callable[[BuildResult], None] | None,
+    ) -> BuildResult:
+        runner = self._warm_runner()
+        missing = self._missing_models(conn)
+        args = [*self._base_args(), *BUILD_FLAGS, "--select", *selectors, *missing, *NO_UNIT_TESTS]
+        seen = None
+        if full_refresh:
+            args.append("--full-refresh")
+        elif (seen := self._loads_seen(conn)) is not None:
+            args += ["--vars", json.dumps({"loads_seen_before_build": seen})]
+        if self.tests == "gate":
+            nodes, success = self._invoke(runner, ["build", *args])
+            self._note_views(nodes)
+            result = BuildResult(
+                "success" if success else "error", 0.0, selectors, nodes, "gate", loads_seen=seen
+            )
+            if success:
+                result.models_duration_s = time.monotonic() - started
+                if on_models_built is not None:
+                    on_models_built(result)
+            return result
+        # A view built by this process already has the definition the manifest gives it and
+        # reads its tables live: building it again changes nothing but costs a node on the
+        # latency path. Its data tests still run.
+        skip = [] if full_refresh else self._views_to_skip(missing)
+        nodes, success = self._invoke(
+            runner, ["build", *args, *MODEL_TYPES, *(["--exclude", *skip] if skip else [])]
+        )
+        self._note_views(nodes)
+        result = BuildResult(
+            "success" if success else "error", 0.0, selectors, nodes, "after", loads_seen=seen
+        )
+        if not success:
+            # The tests would only look at models that failed or were skipped, or at the old
+            # rows of a model whose parent failed; the batch failed already, and the next build
+            # selects these tables again (their loads are newer than the last successful build).
+            log.warning("dbt_tests_not_run", step="dbt", reason="a model failed")
+            return result
+        result.models_duration_s = time.monotonic() - started
+        if on_models_built is not None:
+            on_models_built(result)
+        tests, success = self._invoke(runner, ["build", *args, *TEST_TYPES])
+        result.nodes += tests
+        result.status = "success" if success else "error"
+        return result
+
+    def _views_to_skip(self, missing: list[str]) -> list[str]:
+        """Views this process built that exist and read from no view that is built again.
+
+        Building a view again drops the old one with CASCADE, and with it every view that reads
+        from it: those must be built again in the same build.
+        """
+        skip = self._views_built - set(missing)
+        while True:
+            kept = {v for v in skip if self._stable_views[v] <= skip}
+            if kept == skip:
+                return sorted(skip)
+            skip = kept
+
+    def _note_views(self, nodes: list[NodeResult]) -> None:
+        for node in nodes:
+            name = node.unique_id.rsplit(".", 1)[-1]
+            if (
+                node.unique_id.startswith("model.")
+                and node.status == "success"
+                and name in self._stable_views
+            ):
+                self._views_built.add(name)
+
+    def _invoke(self, runner: Any, args: list[str]) -> tuple[list[NodeResult], bool]:
+        outcome = runner.invoke(args)
         if outcome.exception is not None or outcome.result is None:
             self._runner = None  # parse afresh next time
             raise TransformUnavailable(f"dbt build could not run: {outcome.exception}")
         nodes = [_node_result(r) for r in getattr(outcome.result, "results", [])]
-        status = "success" if outcome.success else "error"
-        return BuildResult(status, duration, selectors, nodes)
+        return nodes, bool(outcome.success)
+
+
+def _stable_views(manifest: Any) -> dict[str, set[str]]:
+    """Views that no build drops but by building them, or a view they read from, again.
+
+    PostgreSQL drops a view with what it reads from directly (through other views and ephemeral
+    models). Building a view or a ``table`` model again drops the old relation with CASCADE; an
+    incremental model is kept. So a view qualifies when no ``table`` model is among what it reads
+    directly; each comes with the views it reads directly.
+    """
+    models = {uid: node for uid, node in manifest.nodes.items() if node.resource_type == "model"}
+
+    def reads(uid: str, seen: frozenset[str]) -> tuple[set[str], bool]:
+        """(views read directly, whether no table is read directly) for a view or ephemeral model."""
+        views: set[str] = set()
+        stable = True
+        for parent in models[uid].depends_on.nodes:
+            node = models.get(parent)
+            if node is None or parent in seen or node.config.materialized == "incremental":
+                continue
+            if node.config.materialized == "view":
+                views.add(node.name)
+            elif node.config.materialized == "ephemeral":
+                inlined, ok = reads(parent, seen | {parent})
+                views |= inlined
+                stable = stable and ok
+            else:
+                stable = False
+        return views, stable
+
+    found = {}
+    for uid, node in models.items():
+        if node.config.materialized == "view":
+            views, stable = reads(uid, frozenset({uid}))
+            if stable:
+                found[node.name] = views
+    return found
 
 
 def _node_result(result: Any) -> NodeResult:

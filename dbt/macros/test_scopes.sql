@@ -12,6 +12,12 @@
   A key that includes user_id is thus fully checked for every user the build touched. A full
   refresh (or a first build, before the fingerprints exist) tests every row. Any other `where`
   is applied as dbt does by default.
+
+  "The highest load id the last build saw" must be read before this build rebuilds the
+  fingerprints; tests that run after it (intermediate tests in `dbt build`, every test when the
+  pipeline runs the tests after the models) would otherwise see no new load. The pipeline reads
+  it before the build and passes it as the var `loads_seen_before_build` (0: nothing seen yet,
+  test every row); without the var it is read from the fingerprints when the test runs.
 -#}
 {% macro default__get_where_subquery(relation) -%}
     {%- set where = config.get('where', '') -%}
@@ -42,16 +48,14 @@
         {%- set latest = scalar_query_value('select max(built_at)::text from ' ~ relation) -%}
         {%- do return(none if latest is none else "built_at = '" ~ latest ~ "'::timestamptz") -%}
     {%- endif -%}
-    {%- set fingerprints = adapter.get_relation(
-            database=target.database,
-            schema=generate_schema_name('intermediate', none),
-            identifier='int_user_source_fingerprints') -%}
-    {%- if fingerprints is none -%}
+    {%- set seen = var('loads_seen_before_build', none) -%}
+    {%- if seen is none -%}
+        {%- set seen = loads_seen() -%}
+    {%- endif -%}
+    {%- if seen is none or seen | int == 0 -%}
         {%- do return(none) -%}
     {%- endif -%}
-    {%- set seen = scalar_query_value(
-            'select coalesce(max(greatest(activity_max_load_id, sleep_max_load_id)), 0)::text from '
-            ~ fingerprints) -%}
+    {%- set seen = seen | int -%}
     {%- if scope == 'new_loads' -%}
         {%- do return('load_id > ' ~ seen) -%}
     {%- endif -%}
@@ -65,6 +69,21 @@
     {%- endset -%}
     {%- set user_ids = run_query(query).columns[0].values() | list -%}
     {%- do return(user_id_in(user_ids)) -%}
+{%- endmacro %}
+
+
+{#- The highest load id in the fingerprints (0 when empty), none before they exist. -#}
+{% macro loads_seen() -%}
+    {%- set fingerprints = adapter.get_relation(
+            database=target.database,
+            schema=generate_schema_name('intermediate', none),
+            identifier='int_user_source_fingerprints') -%}
+    {%- if fingerprints is none -%}
+        {%- do return(none) -%}
+    {%- endif -%}
+    {%- do return(scalar_query_value(
+            'select coalesce(max(greatest(activity_max_load_id, sleep_max_load_id)), 0)::text from '
+            ~ fingerprints)) -%}
 {%- endmacro %}
 
 

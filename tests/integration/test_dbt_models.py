@@ -250,3 +250,30 @@ def test_source_freshness_is_the_last_load_into_each_raw_table(migrated_url: str
     result = run_dbt(migrated_url, ["source", "freshness"], target_path=tmp_path / "target")
     statuses = {r.node.name: str(r.status) for r in result.result.results}
     assert statuses == {"daily_activity": "pass", "sleep": "warn"}
+
+
+def test_scoped_data_tests_take_the_loads_seen_before_the_build_from_a_var(
+    migrated_url: str, tmp_path: Path
+) -> None:
+    """Tests that run after the fingerprints were rebuilt still look at the new load's rows and users.
+
+    Read when the test runs, "the highest load id seen" already includes the new load; the
+    pipeline reads it before the build and passes it as the var loads_seen_before_build.
+    """
+    rng = random.Random(12)
+    target = tmp_path / "target"
+    with psycopg.connect(migrated_url) as conn:
+        seen = load_file(conn, "daily_activity", "a.csv", _activity_rows(rng, range(1, 4), range(0, 20)))
+    run_dbt(migrated_url, ["build"], target_path=target)
+    with psycopg.connect(migrated_url) as conn:
+        load_file(conn, "daily_activity", "b.csv", _activity_rows(rng, range(7, 8), range(0, 20)))
+    selection = ["build", "--select", "source:raw.daily_activity+", "--exclude-resource-type", "unit_test"]
+    vars_ = f'{{"loads_seen_before_build": {seen}}}'
+    result = run_dbt(migrated_url, [*selection, "--vars", vars_], target_path=target)
+    compiled = {
+        r.node.name: r.node.compiled_code for r in result.result.results if r.node.resource_type == "test"
+    }
+    staging = [code for name, code in compiled.items() if "stg_daily_activity" in name]
+    intermediate = [code for name, code in compiled.items() if "int_daily_activity_deduplicated" in name]
+    assert staging and all(f"load_id > {seen})" in code for code in staging)
+    assert intermediate and all("user_id = any('{7}'::bigint[])" in code for code in intermediate)

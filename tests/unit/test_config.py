@@ -59,3 +59,11 @@ def test_passwords_are_never_in_the_redacted_form() -> None:
     settings = build_settings(Overrides(database_url=url), env={"DB_PASSWORD": "other-secret"})
     hidden = secrets_to_hide(settings, env={"DB_PASSWORD": "other-secret"})
     assert "p@ss;word" in hidden and "other-secret" in hidden
+
+
+def test_dbt_tests_run_after_the_models_unless_set_to_gate() -> None:
+    assert build_settings(Overrides(), env={}).dbt_tests == "after"
+    assert build_settings(Overrides(), env={"WEARABLE_DBT_TESTS": ""}).dbt_tests == "after"
+    assert build_settings(Overrides(), env={"WEARABLE_DBT_TESTS": " Gate "}).dbt_tests == "gate"
+    with pytest.raises(ConfigError, match="WEARABLE_DBT_TESTS must be after or gate"):
+        build_settings(Overrides(), env={"WEARABLE_DBT_TESTS": "later"})
