@@ -188,12 +188,14 @@ class Pipeline:
         json_output: bool = False,
         force: bool = False,
         should_stop: Callable[[], bool] | None = None,
+        rebuild: Iterable[str] = (),
     ) -> PassResult:
         """Process the candidates, then one dbt build if anything landed; record the run.
 
         ``should_stop`` (default: ``self.should_stop``) is asked before each file and while a
         file streams: once it answers True, no further file starts and the file in flight is
-        rolled back (it stays pending).
+        rolled back (it stays pending). ``rebuild``: raw tables whose models are built even when
+        nothing lands.
         """
         should_stop = should_stop or self.should_stop
         started = time.monotonic()
@@ -204,7 +206,7 @@ class Pipeline:
             bound = bound.bind(run_id=result.run_id)
             self.metrics.database_up.set(1)
             self._load_all(candidates, result, bound, json_output, force, should_stop)
-            self._build(result, bound, settled_at or {})
+            self._build(result, bound, settled_at or {}, set(rebuild))
         except DatabaseUnavailable as exc:
             result.infrastructure_error = str(exc)
             bound.error("database_unavailable", step="load", status="failed", error=str(exc))
@@ -333,14 +335,39 @@ class Pipeline:
     def _wants_build(self) -> bool:
         return self.settings.run_dbt and self.transformer is not None and self.transformer.available
 
-    def catch_up(self) -> PassResult | None:
-        """One build for data loaded but never built (a crash between load and build); else nothing."""
-        if not self._wants_build() or not self._stale_tables():
-            return None
-        return self.run_pass([], "startup")
+    def _tables_with_loads(self) -> set[str]:
+        def query(conn: psycopg.Connection[Any]) -> set[str]:
+            rows = conn.execute("SELECT DISTINCT target_table FROM ops.file_loads").fetchall()
+            conn.rollback()
+            return {str(r[0]) for r in rows}
 
-    def _build(self, result: PassResult, bound: Any, settled_at: Mapping[str, float]) -> None:
-        changed = {o.table for o in result.outcomes if o.outcome in LOADING_OUTCOMES and o.table}
+        result: set[str] = self._with_database(query)
+        return result
+
+    @staticmethod
+    def _models_missing(transformer: Transformer) -> bool:
+        try:
+            return transformer.models_missing()
+        except TransformUnavailable as exc:
+            log.warning("dbt_unavailable", step="startup", error=str(exc))
+            return False
+
+    def catch_up(self) -> PassResult | None:
+        """One build for data loaded but never built (a crash between load and build), or whose
+        models are missing (an upgrade dropped them); else nothing."""
+        if not self._wants_build():
+            return None
+        tables = self._stale_tables()
+        if self.transformer is not None and self._models_missing(self.transformer):
+            tables |= self._tables_with_loads()
+        if not tables:
+            return None
+        return self.run_pass([], "startup", rebuild=tables)
+
+    def _build(
+        self, result: PassResult, bound: Any, settled_at: Mapping[str, float], rebuild: set[str]
+    ) -> None:
+        changed = {o.table for o in result.outcomes if o.outcome in LOADING_OUTCOMES and o.table} | rebuild
         if not self.settings.run_dbt or self.transformer is None:
             return
         if changed or not result.outcomes:

@@ -170,6 +170,14 @@ class Transformer:
         self._views_built = set()
         return self._runner
 
+    def models_missing(self) -> bool:
+        """Whether some model has no relation in the database (a new database, or an upgrade
+        that dropped the views built on the raw tables)."""
+        with self._lock:
+            self._warm_runner()
+            with psycopg.connect(self.conninfo, autocommit=True) as conn:
+                return bool(self._missing_models(conn))
+
     def _missing_models(self, conn: psycopg.Connection[Any]) -> list[str]:
         """Models whose relation does not exist yet (a new database, or models added by an upgrade).
 

@@ -2,12 +2,16 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from prometheus_client import CollectorRegistry
 from psycopg import sql
 
 from tests.dbtkit import run_dbt
-from tests.helpers import DAILY_HEADER, daily_rows, once_json, write_csv
+from tests.helpers import DAILY_HEADER, daily_rows, once_json, settings_for_tests, write_csv
 from watcher.database import load_migrations, migrate
+from watcher.metrics import Metrics
+from watcher.pipeline import Pipeline
 from watcher.routes import route_for
+from watcher.transform import Transformer
 
 
 def test_migrations_apply_once_and_create_the_schemas(database_url: str) -> None:
@@ -56,6 +60,11 @@ def test_upgrade_keeps_raw_rows_and_the_next_pass_rebuilds_the_models(
         with conn.cursor().copy(copy_sql) as copy:
             copy.write("\r\n".join(daily_rows(2, 3)) + "\r\n")
     run_dbt(database_url, ["build"], target_path=tmp_path / "target")
+    with psycopg.connect(database_url) as conn:  # the run that built them, as the pipeline records it
+        conn.execute(
+            "INSERT INTO ops.pipeline_runs (trigger, status, dbt_status, finished_at)"
+            " VALUES ('once', 'success', 'success', clock_timestamp())"
+        )
     raw_rows = sql.SQL("SELECT {}, _line_number, _load_id FROM raw.daily_activity ORDER BY 16, 17").format(
         columns
     )
@@ -70,6 +79,21 @@ def test_upgrade_keeps_raw_rows_and_the_next_pass_rebuilds_the_models(
         ).fetchone()
     assert after == before and len(after) == 6
     assert views == (0,)  # built on the old table, dropped with it
+
+    # The daemon's start-up catch-up rebuilds the missing models although nothing is new.
+    settings = settings_for_tests(tmp_path / "empty", database_url)
+    transformer = Transformer(settings.dbt_project_dir, database_url, threads=settings.dbt_threads)
+    pipeline = Pipeline(settings, database_url, Metrics(CollectorRegistry()), transformer=transformer)
+    try:
+        caught_up = pipeline.catch_up()
+    finally:
+        pipeline.close()
+    assert caught_up is not None and caught_up.exit_code == 0, caught_up and caught_up.error_summary()
+    with psycopg.connect(database_url) as conn:
+        views = conn.execute(
+            "SELECT count(*) FROM information_schema.views WHERE table_name = 'stg_daily_activity'"
+        ).fetchone()
+    assert views == (1,)
 
     lake = tmp_path / "lake"
     write_csv(lake / "new" / "dailyActivity_new.csv", DAILY_HEADER, daily_rows(1, 3, first_id=2000000000))
