@@ -316,15 +316,17 @@ class Pipeline:
         if outcome.rows_rejected:
             self.metrics.rows_rejected.labels(table=table).inc(outcome.rows_rejected)
 
-    def _stale_tables(self) -> set[str]:
-        """Raw tables with loads newer than the last successful build (say, after a crash or --no-dbt)."""
+    def _stale_tables(self, *, all_loaded: bool = False) -> set[str]:
+        """Raw tables with loads newer than the last successful build (say, after a crash or
+        --no-dbt); with ``all_loaded``, every raw table that has a load."""
 
         def query(conn: psycopg.Connection[Any]) -> set[str]:
             rows = conn.execute(
                 """SELECT DISTINCT target_table FROM ops.file_loads
-                   WHERE finished_at > coalesce(
+                   WHERE %s OR finished_at > coalesce(
                        (SELECT max(finished_at) FROM ops.pipeline_runs WHERE dbt_status = 'success'),
-                       '-infinity')"""
+                       '-infinity')""",
+                (all_loaded,),
             ).fetchall()
             conn.rollback()
             return {str(r[0]) for r in rows}
@@ -334,15 +336,6 @@ class Pipeline:
 
     def _wants_build(self) -> bool:
         return self.settings.run_dbt and self.transformer is not None and self.transformer.available
-
-    def _tables_with_loads(self) -> set[str]:
-        def query(conn: psycopg.Connection[Any]) -> set[str]:
-            rows = conn.execute("SELECT DISTINCT target_table FROM ops.file_loads").fetchall()
-            conn.rollback()
-            return {str(r[0]) for r in rows}
-
-        result: set[str] = self._with_database(query)
-        return result
 
     @staticmethod
     def _models_missing(transformer: Transformer) -> bool:
@@ -359,7 +352,7 @@ class Pipeline:
             return None
         tables = self._stale_tables()
         if self.transformer is not None and self._models_missing(self.transformer):
-            tables |= self._tables_with_loads()
+            tables |= self._stale_tables(all_loaded=True)
         if not tables:
             return None
         return self.run_pass([], "startup", rebuild=tables)
