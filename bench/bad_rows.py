@@ -22,12 +22,12 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import (
+    bench_server,
     median,
     peak_rss_of_cli,
     pipeline_load,
     psql_copy,
     scratch_database,
-    server_url,
     write_daily,
 )
 
@@ -44,7 +44,11 @@ def main() -> int:
     configure_logging("console", "warning")  # the per-file log lines would drown the figures
     bad_rows = args.rows // args.bad_every
     figures: dict[str, Any] = {"rows": args.rows, "bad_rows": bad_rows}
-    with tempfile.TemporaryDirectory(prefix="wp-bench-bad-") as tmp, scratch_database(server_url()) as url:
+    with (
+        tempfile.TemporaryDirectory(prefix="wp-bench-bad-") as tmp,
+        bench_server() as server,
+        scratch_database(server) as url,
+    ):
         clean_lake, bad_lake = Path(tmp) / "clean", Path(tmp) / "bad"
         clean = write_daily(clean_lake / "dailyActivity_clean.csv", args.rows)
         bad = write_daily(bad_lake / "dailyActivity_bad_rows.csv", args.rows, bad_every=args.bad_every)

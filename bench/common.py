@@ -8,6 +8,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -72,13 +73,22 @@ def _break(line: str) -> str:
     return ",".join(cells)
 
 
-def server_url() -> str:
-    """The server to measure on: BENCH_DATABASE_URL, TEST_DATABASE_URL, or the local default."""
-    return (
-        os.environ.get("BENCH_DATABASE_URL")
-        or os.environ.get("TEST_DATABASE_URL")
-        or "postgresql://postgres@127.0.0.1:5432/postgres"
-    )
+@contextmanager
+def bench_server(given: str | None = None) -> Iterator[str]:
+    """The server to measure on, as the tests choose theirs: ``given``, else BENCH_DATABASE_URL,
+    else TEST_DATABASE_URL, else an embedded PostgreSQL in a temporary folder, stopped at the end."""
+    url = given or os.environ.get("BENCH_DATABASE_URL") or os.environ.get("TEST_DATABASE_URL")
+    if url:
+        yield url
+        return
+    from watcher.database import EmbeddedServer
+
+    with tempfile.TemporaryDirectory(prefix="wp-bench-pg-") as folder:
+        server = EmbeddedServer(Path(folder) / "data")
+        try:
+            yield server.url
+        finally:
+            server.stop()
 
 
 @contextmanager

@@ -2,7 +2,7 @@
 
 Run: python -m bench.daemon_latency [--database-url URL] [--drops 20] [--burst 1000] [--idle 60]
      [--dbt-tests after|gate]
-(the server defaults to BENCH_DATABASE_URL, TEST_DATABASE_URL or a local one; a scratch database
+(the server defaults to BENCH_DATABASE_URL, TEST_DATABASE_URL or an embedded one; a scratch database
 is created on it and dropped afterwards). The daemon runs as a process with its default settings
 (debounce 1 s) and the real dbt project, exactly as ``wearable-pipeline watch`` would.
 
@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bench.common import scratch_database, server_url
+from bench.common import bench_server, scratch_database
 from tests.daemon_helpers import (
     DaemonProcess,
     dbt_available,
@@ -182,7 +182,11 @@ def main(argv: list[str] | None = None) -> int:
     if not dbt_available():
         print("warning: no dbt project: no builds will run", file=sys.stderr)
     results: dict[str, Any] = {"when": datetime.now(UTC).isoformat(timespec="seconds")}
-    with scratch_database(args.database_url or server_url()) as url, tempfile.TemporaryDirectory() as tmp:
+    with (
+        bench_server(args.database_url) as server,
+        scratch_database(server) as url,
+        tempfile.TemporaryDirectory() as tmp,
+    ):
         from watcher.database import migrate
 
         migrate(url)

@@ -2,8 +2,8 @@
 
 Run: python -m bench.dbt_incremental [--database-url URL] [--users 1000] [--days 1000]
 
-The server is --database-url, else BENCH_DATABASE_URL, else TEST_DATABASE_URL, else the local
-default. A scratch database (--bench-db) is created on it and dropped at the end (unless --keep).
+The server is --database-url, else BENCH_DATABASE_URL, else TEST_DATABASE_URL, else an embedded
+one. A scratch database (--bench-db) is created on it and dropped at the end (unless --keep).
 The history is written straight into raw.* by INSERT ... SELECT (10 files of activity, 2 of sleep,
 with their ops.file_loads rows), not through the loader: this measures dbt only.
 
@@ -37,6 +37,8 @@ from typing import Any
 import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from bench.common import bench_server
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PROJECT_DIR = REPO_ROOT / "dbt"
@@ -93,15 +95,6 @@ class Timing:
     label: str
     seconds: float
     nodes: list[tuple[str, float]] = field(default_factory=list)
-
-
-def server_url(given: str | None) -> str:
-    return (
-        given
-        or os.environ.get("BENCH_DATABASE_URL")
-        or os.environ.get("TEST_DATABASE_URL")
-        or "postgresql://postgres@127.0.0.1:5432/postgres"
-    )
 
 
 def with_dbname(url: str, dbname: str) -> str:
@@ -317,7 +310,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from watcher.database import migrate
 
     target = REPO_ROOT / "bench" / "out" / "dbt-target"
-    with scratch_database(server_url(args.database_url), args.bench_db, keep=args.keep) as url:
+    with (
+        bench_server(args.database_url) as server,
+        scratch_database(server, args.bench_db, keep=args.keep) as url,
+    ):
         migrate(url)
         started = time.perf_counter()
         rows = generate_history(url, args.users, args.days, args.files)

@@ -14,12 +14,12 @@ import tempfile
 from pathlib import Path
 
 from bench.common import (
+    bench_server,
     median,
     peak_rss_of_cli,
     pipeline_load,
     psql_copy,
     scratch_database,
-    server_url,
     write_daily,
 )
 
@@ -31,7 +31,11 @@ def main() -> int:
     parser.add_argument("--rss-gb", type=float, default=1.0, help="size of the memory test file; 0 skips it")
     args = parser.parse_args()
     figures: dict[str, object] = {"rows": args.rows}
-    with tempfile.TemporaryDirectory(prefix="wp-bench-") as tmp, scratch_database(server_url()) as url:
+    with (
+        tempfile.TemporaryDirectory(prefix="wp-bench-") as tmp,
+        bench_server() as server,
+        scratch_database(server) as url,
+    ):
         lake = Path(tmp) / "lake"
         path = write_daily(lake / "dailyActivity_bench.csv", args.rows)
         figures["file_mb"] = round(path.stat().st_size / 2**20, 1)

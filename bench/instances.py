@@ -18,7 +18,7 @@ from pathlib import Path
 
 import psycopg
 
-from bench.common import scratch_database, server_url, write_daily
+from bench.common import bench_server, scratch_database, write_daily
 
 
 def make_lake(root: Path, files: int, rows: int) -> None:
@@ -63,11 +63,11 @@ def main() -> int:
     parser.add_argument("--rows-per-file", type=int, default=30)
     args = parser.parse_args()
     figures = {}
-    with tempfile.TemporaryDirectory(prefix="wp-bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="wp-bench-") as tmp, bench_server() as server:
         lake = Path(tmp) / "lake"
         make_lake(lake, args.files, args.rows_per_file)
         for count in (1, 2, 3):
-            with scratch_database(server_url()) as url:
+            with scratch_database(server) as url:
                 seconds = run_instances(url, lake, count)
                 check_exactly_once(url, args.files, args.rows_per_file)
             rate = args.files / seconds

@@ -146,6 +146,15 @@ def row_cases() -> list[Case]:
             },
         ),
         _rows_case(
+            "row_date_year_outside_1000_to_9999",
+            3,
+            {
+                15: _replace_field(base(3015), 1, b"4/12/201"),  # PostgreSQL reads the year 201
+                16: _replace_field(base(3016), 1, b"7/8/20166"),  # and the year 20166
+            },
+            {15: "'4/12/201' is not a valid date", 16: "'7/8/20166' is not a valid date"},
+        ),
+        _rows_case(
             "row_wrong_field_count",
             4,
             {3: b",".join(base(4003).split(b",")[:14]), 60: base(4060) + b",1,2"},

@@ -28,19 +28,23 @@ class LineGate:
             return True
         return _ends_at(self._full, lines, _line_start(lines, stop), len(lines))
 
-    def passes(self, block: bytes) -> bool:
-        """True when every line completed by ``block`` is ordinary; the tail waits for the next."""
+    def admit(self, block: bytes) -> bytes | None:
+        """The lines ``block`` completes, line ends included, when every one is ordinary; None when
+        one is not. The unfinished line at the end waits for the next block."""
         cut = block.rfind(b"\n")
         if cut < 0:
             self._carry += block
-            return True
+            return b""
         lines = self._carry + block[: cut + 1] if self._carry else block[: cut + 1]
         self._carry = block[cut + 1 :]
-        return self._plain(lines)
+        return lines if self._plain(lines) else None
 
-    def passes_end(self) -> bool:
-        """The last line, when the file does not end with a line end."""
-        return not self._carry or self._plain(self._carry + self._eol)
+    def admit_end(self) -> bytes | None:
+        """The last line when the file does not end with a line end (b"" when it does), or None
+        when that line is not ordinary."""
+        if not self._carry:
+            return b""
+        return self._carry if self._plain(self._carry + self._eol) else None
 
 
 def _line_start(buffer: bytes, position: int) -> int:

@@ -1,9 +1,10 @@
 """Stream one file into its raw table with COPY, hashing it in the same pass.
 
-The clean path does no per-row work in Python: the file's bytes after the header go to
-``COPY ... FROM STDIN (FORMAT csv)`` in 1 MiB blocks, and lineage columns are filled by the
-table's defaults. Problems are raised as ``FileProblem`` (the file's own fault: never retried)
-or ``RowProblem`` (a line the server could not parse: the caller may quarantine rows).
+The clean path does no per-row work in Python: the file's lines after the header go to
+``COPY ... FROM STDIN (FORMAT csv)`` in blocks of 64 KiB, each line behind its line number
+(``linenumbers``), and the load id is filled by the table's default. Problems are raised as
+``FileProblem`` (the file's own fault: never retried) or ``RowProblem`` (a line the server could
+not parse: the caller may quarantine rows).
 """
 
 from __future__ import annotations
@@ -21,9 +22,15 @@ import psycopg
 from psycopg import sql
 
 from watcher.linegate import LineGate
-from watcher.routes import ColumnType, HeaderMapping, Route, map_header
+from watcher.linenumbers import number_lines
+from watcher.routes import HeaderMapping, Route, map_header
 
 BLOCK_SIZE = 1 << 20
+STREAM_BLOCK_SIZE = 64 << 10
+"""Bytes checked, numbered and sent at a time on the clean path. While the client works on a
+block the server lives on what the socket holds, about 200 KiB on a Unix socket: with 1 MiB
+blocks the server sat idle for part of every block (a load took 1.4 times as long on the embedded
+server); with 64 KiB it never waits (docs/design-decisions.md)."""
 
 DATA_ERRORS: tuple[type[Exception], ...] = (
     psycopg.DataError,  # class 22: bad number, date, encoding, field count, COPY format...
@@ -140,31 +147,32 @@ def prepare_load(cur: psycopg.Cursor[Any], route: Route, load_id: int) -> None:
     cur.execute(sql.SQL("ALTER SEQUENCE {} RESTART WITH 2").format(sql.Identifier(*route.sequence)))
 
 
-def copy_statement(route: Route, columns: tuple[str, ...]) -> sql.Composed:
-    return sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(
-        sql.Identifier(*route.qualified_table), sql.SQL(", ").join(map(sql.Identifier, columns))
+CSV_OPTIONS = sql.SQL("FORMAT csv")
+PLAIN_TEXT_OPTIONS = sql.SQL("FORMAT text, DELIMITER ',', NULL ''")
+"""COPY's text format reads unquoted, backslash-free lines as CSV does (an empty field is NULL),
+and the server reads it about a tenth faster than CSV (docs/design-decisions.md)."""
+
+
+def copy_statement(
+    route: Route, columns: tuple[str, ...], options: sql.Composable = CSV_OPTIONS
+) -> sql.Composed:
+    return sql.SQL("COPY {} ({}) FROM STDIN ({})").format(
+        sql.Identifier(*route.qualified_table),
+        sql.SQL(", ").join(map(sql.Identifier, columns)),
+        options,
     )
 
 
-def fast_copy_statement(route: Route, mapping: HeaderMapping) -> sql.Composed:
-    """COPY that skips a row with an empty required value or a date outside the years 1000 to
-    9999 (PostgreSQL reads ``4/12/201`` as the year 201 and ``7/8/20166`` as 20166): the row count
-    then falls short of the line count, and the file goes to the checked path, where that line
-    gets its reason."""
-    conditions = []
-    for column in mapping.file_columns:
-        if column is None:
-            continue
-        name = sql.Identifier(column.name)
-        if column.type is ColumnType.DATE:
-            within = sql.SQL("{} BETWEEN '1000-01-01' AND '9999-12-31'").format(name)
-            conditions.append(
-                within if column.required else sql.SQL("({} IS NULL OR {})").format(name, within)
-            )
-        elif column.required:
-            conditions.append(sql.SQL("{} IS NOT NULL").format(name))
-    where = sql.SQL(" AND ").join(conditions) if conditions else sql.SQL("true")
-    return sql.SQL("{} WHERE {}").format(copy_statement(route, mapping.copy_columns), where)
+def fast_copy_statement(route: Route, mapping: HeaderMapping, *, quoted: bool) -> sql.Composed:
+    """COPY of numbered lines (``linenumbers``), every one admitted by the ``LineGate`` first.
+
+    The lines admitted are plain values: no backslash, and quotes only around a whole value.
+    Without quotes the text format reads them as CSV would, for less work on the server.
+    No WHERE clause: the gate admits only lines whose required values are present and whose
+    dates have years 1000 to 9999 (PostgreSQL reads ``4/12/201`` as the year 201), which is what
+    a filter would otherwise check on the server for every row."""
+    options = CSV_OPTIONS if quoted else PLAIN_TEXT_OPTIONS
+    return copy_statement(route, ("_line_number", *mapping.copy_columns), options)
 
 
 def stream_copy(
@@ -183,30 +191,41 @@ def stream_copy(
     newlines = 0
     since_newline = 0
     gate = LineGate(header.mapping.file_columns, header.raw)
+    block = handle.read(STREAM_BLOCK_SIZE)
+    quoted = b'"' in block  # decided by the first block: a tool that quotes, quotes every line
     try:
-        with cur.copy(fast_copy_statement(route, header.mapping)) as copy:
-            while block := handle.read(BLOCK_SIZE):
+        with cur.copy(fast_copy_statement(route, header.mapping, quoted=quoted)) as copy:
+            while block:
                 digest.update(block)
                 total += len(block)
+                first_line = newlines + 2  # of the lines this block completes; the header is 1
                 newlines += block.count(b"\n")
                 since_newline = _bytes_after_last_newline(block, since_newline)
                 if since_newline > max_line_bytes:
                     raise too_long_problem(newlines + 2, max_line_bytes)
-                if not gate.passes(block):
+                lines = gate.admit(block)
+                if lines is None:
                     raise RowProblem(
                         "some lines are not plain values; the file is checked line by line", None
                     )
-                copy.write(block)
+                if not quoted and b'"' in lines:
+                    raise RowProblem(
+                        "quoted values after unquoted lines; the file is checked line by line", None
+                    )
+                copy.write(number_lines(lines, first_line))
                 if progress is not None:
                     progress(len(block))
-            if not gate.passes_end():
+                block = handle.read(STREAM_BLOCK_SIZE)
+            last = gate.admit_end()
+            if last is None or (not quoted and b'"' in last):
                 raise RowProblem("the last line is not plain values; the file is checked line by line", None)
+            copy.write(number_lines(last, newlines + 2))
     except DATA_ERRORS as exc:
         raise RowProblem(describe_copy_error(exc), copy_error_line(exc)) from exc
     body_lines = newlines + (1 if since_newline else 0)
     if body_lines != cur.rowcount:
-        # A required value was empty (the WHERE skipped the row), a quoted field spans lines (the
-        # record numbers are no longer line numbers) or a line reads as COPY's end marker.
+        # A safety net: the gate admits only lines that are one row each (no quoted line ends, no
+        # end-of-data marker), so the server's count and the file's agree.
         raise RowProblem("some lines are not one row each; the file is checked line by line", None)
     return StreamResult(digest.hexdigest(), cur.rowcount, total, header)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import psycopg
+import pytest
 
 from tests.helpers import DAILY_HEADER, SLEEP_HEADER, daily_rows, once_json, run_cli, write_csv
 
@@ -54,6 +55,55 @@ def test_lineage_columns_and_types(tmp_path: Path, database_url: str) -> None:
     assert [r[3] for r in rows] == [2, 3, 4]
     assert rows[0][:3] == (1503960366, "2016-04-12", "dailyActivity_x.csv")
     assert all(len(r[4]) == 64 and r[5] for r in rows)
+
+
+def _loaded_by_line(url: str) -> list[tuple[int, int, int, int]]:
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            "SELECT _line_number, id, total_steps, calories FROM raw.daily_activity ORDER BY 1"
+        ).fetchall()
+    return [tuple(r) for r in rows]  # type: ignore[misc]
+
+
+def _expected_by_line(rows: list[str]) -> list[tuple[int, int, int, int]]:
+    cells = [row.replace('"', "").split(",") for row in rows]
+    return [(n, int(c[0]), int(c[2]), int(c[14])) for n, c in enumerate(cells, start=2)]
+
+
+def test_line_numbers_across_blocks_and_a_last_line_without_line_end(
+    tmp_path: Path, database_url: str
+) -> None:
+    """The clean path writes each line's number into the COPY stream, block by block: every row
+    keeps its own number wherever the blocks fall, the last line included when no line end
+    follows it."""
+    lake = tmp_path / "lake"
+    rows = daily_rows(40, 250)  # 10,000 rows, about 1.2 MB: many blocks, lines cut between them
+    path = write_csv(lake / "dailyActivity_big.csv", DAILY_HEADER, rows)
+    path.write_bytes(path.read_bytes().removesuffix(b"\r\n"))
+    done = run_cli(["watch", "--once", "--no-dbt", "--data-dir", str(lake)], database_url)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "file_checked_line_by_line" not in done.stderr, "the clean path must have loaded it"
+    assert _loaded_by_line(database_url) == _expected_by_line(rows)
+
+
+@pytest.mark.parametrize("quoted_from", [0, 3000])
+def test_quoted_values_load_whichever_block_they_start_in(
+    tmp_path: Path, database_url: str, quoted_from: int
+) -> None:
+    """A file quoted from its first line takes the clean path in CSV format; quotes that only
+    start after the first block send the file to the checked path. Same rows either way."""
+    lake = tmp_path / "lake"
+    rows = daily_rows(10, 400)  # 4,000 rows, about 480 KB
+    rows = [
+        ",".join(f'"{cell}"' for cell in row.split(",")) if number >= quoted_from else row
+        for number, row in enumerate(rows)
+    ]
+    write_csv(lake / "dailyActivity_quoted.csv", DAILY_HEADER, rows)
+    done = run_cli(["watch", "--once", "--no-dbt", "--data-dir", str(lake)], database_url)
+    assert done.returncode == 0, done.stderr[-2000:]
+    took_clean_path = "file_checked_line_by_line" not in done.stderr
+    assert took_clean_path == (quoted_from == 0)
+    assert _loaded_by_line(database_url) == _expected_by_line(rows)
 
 
 def test_each_load_in_one_pass_stamps_its_own_rows(tmp_path: Path, database_url: str) -> None:
