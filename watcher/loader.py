@@ -1,8 +1,8 @@
 """Stream one file into its raw table with COPY, hashing it in the same pass.
 
-The clean path does no per-row work in Python: the file's lines after the header go to
-``COPY ... FROM STDIN (FORMAT csv)`` in blocks of 64 KiB, each line behind its line number
-(``linenumbers``), and the load id is filled by the table's default. Problems are raised as
+The clean path runs no Python statement per row: the file's lines after the header go to
+``COPY ... FROM STDIN`` (text format, or CSV for a quoted file) in blocks of 64 KiB, each line
+behind its line number (``linenumbers``), and the load id is filled by the table's default. Problems are raised as
 ``FileProblem`` (the file's own fault: never retried) or ``RowProblem`` (a line the server could
 not parse: the caller may quarantine rows).
 """
