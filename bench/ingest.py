@@ -1,6 +1,6 @@
 """Load speed of the pipeline against `psql \\copy` of the same file, and peak memory on a big file.
 
-Run: python -m bench.ingest [--rows 1000000] [--repeat 3] [--rss-gb 1.0]
+Run: python -m bench.ingest [--rows 1000000] [--repeat 5] [--rss-gb 1.0]
 The pipeline's figure includes what it does beyond COPY: sha256, lineage columns, the manifest
 and load records, the commit. Both are measured in this run, on the same server, alternately.
 """
@@ -27,7 +27,7 @@ from bench.common import (
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--rss-gb", type=float, default=1.0, help="size of the memory test file; 0 skips it")
     args = parser.parse_args()
     figures: dict[str, object] = {"rows": args.rows}

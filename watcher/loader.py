@@ -142,8 +142,10 @@ def prepare_load(cur: psycopg.Cursor[Any], route: Route, load_id: int) -> None:
     """Session state the raw table's lineage defaults read, scoped to this transaction."""
     cur.execute("SET LOCAL DateStyle = 'ISO, MDY'")
     cur.execute("SELECT set_config('wearable.load_id', %s, true)", (str(load_id),))
-    # Restarting is transactional and takes the sequence's lock until commit: loads into one
-    # table are serialized, and line numbers count from 2 (line 1 is the header).
+    # The clean path writes line numbers itself; the checked path numbers its main stream with
+    # the table's sequence (setval per segment). Restarting is transactional and takes the
+    # sequence's lock until commit, so loads into one table are serialized and cannot move each
+    # other's sequence.
     cur.execute(sql.SQL("ALTER SEQUENCE {} RESTART WITH 2").format(sql.Identifier(*route.sequence)))
 
 
