@@ -6,7 +6,7 @@ DATA   ?= sample_data
 STAMP  := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install run once status report test test-fast test-faults lint bench sample-data clean
+.PHONY: help install test-tools run once status report test test-fast test-faults lint bench sample-data clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -19,6 +19,18 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 install: $(STAMP) ## create .venv and install the package with its test extras
+
+test-tools: ## install promtool, Prometheus and Chromium (Debian packages, as root) for the tests that drive them
+	@missing=""; \
+	command -v promtool >/dev/null 2>&1 || missing="$$missing prometheus"; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	if [ -z "$$missing" ]; then echo "test tools present"; \
+	elif [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then \
+		echo "not installed:$$missing (needs root and apt-get); the tests that need them skip with a reason"; \
+	else \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
 
 run: $(STAMP) ## run the daemon on sample_data/ (embedded PostgreSQL unless DATABASE_URL is set); Ctrl-C stops it
 	$(BIN)/wearable-pipeline watch --data-dir $(DATA)

@@ -265,11 +265,15 @@ class TcpProxy:
     """A TCP relay to the database that a test can cut (refuse and drop) and restore.
 
     Clients connect to ``127.0.0.1:port``; ``cut`` closes every relayed connection and refuses new
-    ones (a database that went away), ``restore`` listens again on the same port.
+    ones (a database that went away), ``restore`` listens again on the same port. The server may
+    listen on TCP or on a Unix socket (the embedded server): a host that is a folder is a socket's.
     """
 
     def __init__(self, target_host: str, target_port: int) -> None:
         self.target = (target_host, target_port)
+        self.unix_socket = (
+            os.path.join(target_host, f".s.PGSQL.{target_port}") if target_host.startswith("/") else None
+        )
         self.port = free_port()
         self._lock = threading.Lock()
         self._sockets: list[socket.socket] = []
@@ -296,8 +300,7 @@ class TcpProxy:
             except OSError:
                 return
             try:
-                upstream = socket.create_connection(self.target, timeout=5)
-                upstream.settimeout(None)
+                upstream = self._connect_upstream()
             except OSError:
                 client.close()
                 continue
@@ -305,6 +308,20 @@ class TcpProxy:
                 self._sockets += [client, upstream]
             for a, b in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    def _connect_upstream(self) -> socket.socket:
+        if self.unix_socket is None:
+            upstream = socket.create_connection(self.target, timeout=5)
+        else:
+            upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            upstream.settimeout(5)
+            try:
+                upstream.connect(self.unix_socket)
+            except OSError:
+                upstream.close()
+                raise
+        upstream.settimeout(None)
+        return upstream
 
     @staticmethod
     def _pump(source: socket.socket, sink: socket.socket) -> None:
