@@ -7,6 +7,8 @@ PostgreSQL (the same wheel the pipeline uses) is started in a temporary folder f
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,20 +29,25 @@ def with_dbname(url: str, dbname: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def pg_admin_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A superuser connection string to a running server, for creating test databases."""
+def pg_admin_url() -> Iterator[str]:
+    """A superuser connection string to a running server, for creating test databases.
+
+    The embedded server's folder is a temporary folder of its own, not under pytest's numbered
+    base folders: another pytest session on the machine may prune those while this one runs.
+    """
     url = os.environ.get("TEST_DATABASE_URL", "").strip()
     if url:
         yield url
         return
     from watcher.database import EmbeddedServer
 
-    pgdata = tmp_path_factory.mktemp("pg") / "data"
-    server = EmbeddedServer(pgdata)
+    root = Path(tempfile.mkdtemp(prefix="wearable-test-pg-"))
+    server = EmbeddedServer(root / "data")
     try:
         yield server.url
     finally:
         server.stop()
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture
