@@ -12,10 +12,10 @@ import structlog
 
 from watcher import manifest, runs, summary
 from watcher.config import Settings
-from watcher.database import database_url, migrate
+from watcher.database import connection_error_text, connection_hint, database_url, migrate
 from watcher.metrics import Metrics
 from watcher.pipeline import EXIT_INFRASTRUCTURE, EXIT_USAGE, Pipeline
-from watcher.retry import transient_retrying
+from watcher.retry import is_transient, transient_retrying
 from watcher.scanner import inspect_entry, scan
 from watcher.transform import Transformer
 
@@ -38,10 +38,20 @@ def run_command(args: argparse.Namespace, settings: Settings) -> int:
                     with attempt:
                         migrate(url)
             except psycopg.OperationalError as exc:
+                if not is_transient(exc):
+                    # A wrong setting (database, role, password, TLS): answered at once.
+                    log.error(
+                        "database_refused",
+                        database=settings.redacted_database(),
+                        error=connection_error_text(exc),
+                        hint=connection_hint(exc),
+                    )
+                    return EXIT_USAGE
                 log.error(
                     "database_unreachable",
                     database=settings.redacted_database(),
-                    error=str(exc).splitlines()[0],
+                    error=connection_error_text(exc),
+                    retried_s=settings.retry_total_seconds,
                 )
                 return EXIT_INFRASTRUCTURE
             return _dispatch(args, settings, url)

@@ -1,0 +1,118 @@
+"""Fault suite, errors that must keep their meaning: permanent connection errors answered at once,
+dbt's database message kept whole, a JSON log stream that stays JSON, and database names with quotes.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from tests.conftest import with_dbname
+from tests.helpers import run_cli
+
+pytestmark = [pytest.mark.faults]
+
+# Retries of a transient fault would last this long: a permanent error must not wait for it.
+RETRY_ENV = {"WEARABLE_RETRY_SECONDS": "5"}
+
+
+def json_lines(stderr: str) -> list[dict[str, object]]:
+    """Every line of a JSON-mode stderr, parsed; AssertionError naming the first that is not JSON."""
+    parsed = []
+    for line in stderr.splitlines():
+        if not line.strip():
+            continue
+        try:
+            parsed.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            raise AssertionError(f"a stderr line is not JSON: {line!r}") from exc
+    return parsed
+
+
+def refused(stderr: str) -> dict[str, object]:
+    events = json_lines(stderr)
+    assert not [e for e in events if e.get("event") == "transient_fault_retrying"], stderr
+    found = [e for e in events if e.get("event") == "database_refused"]
+    assert found, stderr
+    return found[0]
+
+
+def with_user(url: str, user: str, password: str | None = None) -> str:
+    params = {k: str(v) for k, v in conninfo_to_dict(url).items() if v is not None}
+    params["user"] = user
+    params.pop("password", None)
+    if password is not None:
+        params["password"] = password
+    return make_conninfo(**params)
+
+
+# -- item 11: permanent connection errors -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["status", "report", "watch"])
+def test_a_database_that_does_not_exist_is_answered_at_once(
+    command: str, pg_admin_url: str, tmp_path: Path
+) -> None:
+    missing = f"wp_missing_{uuid.uuid4().hex[:8]}"
+    args = [command, "--database-url", with_dbname(pg_admin_url, missing)]
+    if command == "watch":
+        args += ["--once", "--data-dir", str(tmp_path)]
+    done = run_cli(args, "", timeout=60, extra_env=RETRY_ENV)
+    assert done.returncode == 2, done.stderr
+    event = refused(done.stderr)
+    assert missing in str(event["error"]) and "does not exist" in str(event["error"])
+    assert "database" in str(event["hint"])
+
+
+def test_an_unknown_role_is_answered_at_once(database_url: str) -> None:
+    ghost = f"wp_ghost_{uuid.uuid4().hex[:8]}"
+    done = run_cli(["status"], with_user(database_url, ghost), timeout=60, extra_env=RETRY_ENV)
+    assert done.returncode == 2, done.stderr
+    event = refused(done.stderr)
+    assert ghost in str(event["error"]) and "does not exist" in str(event["error"])
+    assert "user" in str(event["hint"])
+
+
+def test_a_wrong_password_is_answered_at_once(throwaway_server: object) -> None:
+    """A server of the test's own, where one role must give its password (scram-sha-256)."""
+    from tests.pg_control import ThrowawayServer
+
+    assert isinstance(throwaway_server, ThrowawayServer)
+    name, password = f"wp_pw_{uuid.uuid4().hex[:8]}", "right-Pa55"
+    with psycopg.connect(throwaway_server.url, autocommit=True) as conn:
+        conn.execute("SET password_encryption = 'scram-sha-256'")
+        conn.execute(
+            sql.SQL("CREATE ROLE {} LOGIN PASSWORD {}").format(sql.Identifier(name), sql.Literal(password))
+        )
+        hba = Path(conn.execute("SHOW hba_file").fetchone()[0])  # type: ignore[index]
+        hba.write_text(f"local all {name} scram-sha-256\n" + hba.read_text())
+        conn.execute("SELECT pg_reload_conf()")
+    good = with_user(throwaway_server.url, name, password)
+    with psycopg.connect(good) as conn:  # the password is checked, and this one is right
+        conn.execute("SELECT 1")
+    done = run_cli(
+        ["status"], with_user(throwaway_server.url, name, "wrong-Pa55"), timeout=60, extra_env=RETRY_ENV
+    )
+    assert done.returncode == 2, done.stderr
+    event = refused(done.stderr)
+    assert "password authentication failed" in str(event["error"])
+    assert "password" in str(event["hint"])
+    assert "wrong-Pa55" not in done.stderr
+
+
+def test_a_server_that_is_down_is_still_retried(tmp_path: Path) -> None:
+    """The other side of the line: a refused connection may heal, so it is retried, then exit 3."""
+    from tests.daemon_helpers import free_port
+
+    url = f"postgresql://postgres@127.0.0.1:{free_port()}/postgres?connect_timeout=2"
+    done = run_cli(["status"], url, timeout=120, extra_env={"WEARABLE_RETRY_SECONDS": "2"})
+    assert done.returncode == 3, done.stderr
+    events = json_lines(done.stderr)
+    assert [e for e in events if e.get("event") == "transient_fault_retrying"], done.stderr
+    assert [e for e in events if e.get("event") == "database_unreachable"], done.stderr
