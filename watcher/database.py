@@ -85,7 +85,10 @@ def connect(url: str, *, autocommit: bool = False) -> psycopg.Connection[Any]:
 # What a person can do about a connection the server (or libpq) refused for good: the first
 # phrase found in the error's text picks the hint.
 _HINTS = (
-    ("password authentication failed", "the password is wrong: check the connection string (DATABASE_URL, its file, or DB_PASSWORD)"),
+    (
+        "password authentication failed",
+        "the password is wrong: check the connection string (DATABASE_URL, its file, or DB_PASSWORD)",
+    ),
     ("no password supplied", "the server asks for a password and none was given"),
     ("database", "the database does not exist: create it, or fix its name in the connection string"),
     ("role", "the user does not exist: create the role, or fix the user name in the connection string"),
