@@ -77,7 +77,7 @@ def is_transient(exc: BaseException) -> bool:
     setting is wrong (database or role missing, password, pg_hba, certificate). One with a
     SQLSTATE outside classes 08 and 57P (say, disk full) is a problem a retry will not fix.
     """
-    sqlstate = getattr(exc, "sqlstate", None)
+    sqlstate: str | None = getattr(exc, "sqlstate", None)
     if sqlstate in PERMANENT_SQLSTATES:
         return False
     if isinstance(exc, TRANSIENT_ERRORS):
