@@ -78,12 +78,11 @@ class BuildResult:
         return [n for n in self.nodes if n.status in FAILED_STATUSES]
 
     def summary(self) -> str | None:
+        """Each failed node with its whole database message (the cause, not only dbt's headline)."""
         failed = self.failures
         if not failed:
             return None
-        return "; ".join(
-            f"{n.unique_id}: {n.status}: {(n.message or '').splitlines()[0][:200]}" for n in failed
-        )
+        return "; ".join(f"{n.unique_id}: {n.status}: {n.message or 'no message'}" for n in failed)
 
 
 def profile_environment(conninfo: str, schema: str = "analytics", threads: int = 4) -> dict[str, str]:
@@ -384,10 +383,28 @@ def _stable_views(manifest: Any) -> dict[str, set[str]]:
     return found
 
 
+NODE_MESSAGE_CHARS = 1000
+"""A failed node's message is kept up to this length: enough for dbt's headline, the server's
+message and its detail, hint and line; the run row's summary is bounded again (4000)."""
+
+
+def node_message(message: str | None) -> str | None:
+    """dbt's message for a node on one line: every line kept, in order, without the caret line
+    that points into the SQL, whitespace collapsed, bounded."""
+    if message is None:
+        return None
+    lines = [" ".join(line.split()) for line in str(message).splitlines()]
+    kept = [line for line in lines if line and set(line) != {"^"}]
+    text = " | ".join(kept)
+    if not text:
+        return None
+    return text if len(text) <= NODE_MESSAGE_CHARS else text[: NODE_MESSAGE_CHARS - 1] + "…"
+
+
 def _node_result(result: Any) -> NodeResult:
     return NodeResult(
         unique_id=str(result.node.unique_id),
         status=str(result.status),
-        message=result.message,
+        message=node_message(result.message),
         execution_time_s=float(result.execution_time or 0.0),
     )

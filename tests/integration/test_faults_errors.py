@@ -5,6 +5,7 @@ dbt's database message kept whole, a JSON log stream that stays JSON, and databa
 from __future__ import annotations
 
 import json
+import os
 import uuid
 from pathlib import Path
 
@@ -14,7 +15,8 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from tests.conftest import with_dbname
-from tests.helpers import run_cli
+from tests.daemon_helpers import DaemonProcess, daily_rows_loaded, scalar, wait_until, write_daily
+from tests.helpers import run_cli, write_big_daily
 
 pytestmark = [pytest.mark.faults]
 
@@ -116,3 +118,55 @@ def test_a_server_that_is_down_is_still_retried(tmp_path: Path) -> None:
     events = json_lines(done.stderr)
     assert [e for e in events if e.get("event") == "transient_fault_retrying"], done.stderr
     assert [e for e in events if e.get("event") == "database_unreachable"], done.stderr
+
+
+# -- item 12: dbt's database message, and a log stream that stays JSON ---------------------------------
+
+
+def test_a_failed_build_keeps_the_database_message(migrated_url: str, tmp_path: Path) -> None:
+    """A raw table renamed away: the run row and the log say which relation is missing."""
+    with psycopg.connect(migrated_url, autocommit=True) as conn:
+        conn.execute("ALTER TABLE raw.sleep RENAME TO sleep_renamed_away")
+    lake = tmp_path / "lake"
+    write_daily(lake / "dailyActivity_merged.csv", days=2)
+    done = run_cli(["watch", "--once", "--data-dir", str(lake)], migrated_url)
+    assert done.returncode == 1, done.stderr[-3000:]
+    cause = 'relation "raw.sleep" does not exist'
+    with psycopg.connect(migrated_url) as conn:
+        row = conn.execute(
+            "SELECT dbt_status, error_summary FROM ops.pipeline_runs ORDER BY run_id DESC LIMIT 1"
+        ).fetchone()
+    assert row is not None and row[0] == "error"
+    assert "stg_sleep" in row[1] and cause in row[1], row[1]
+    failed = [e for e in json_lines(done.stderr) if e.get("event") == "dbt_build_failed"]
+    assert failed and cause in str(failed[0]["failures"]), done.stderr[-3000:]
+
+
+def test_every_log_line_is_json_even_when_psycopg_warns(migrated_url: str, tmp_path: Path) -> None:
+    """The COPY's connection is killed mid-load: psycopg logs "error ignored terminating
+    <psycopg.Copy ...>" through the standard logging module, which must come out as JSON too."""
+    lake = tmp_path / "lake"
+    lake.mkdir()
+    big = write_big_daily(tmp_path / "staging" / "dailyActivity_big.csv", 600_000)
+    daemon = DaemonProcess(lake, migrated_url, tmp_path / "daemon.log", no_dbt=True, debounce=0.2)
+    dbname = scalar(migrated_url, "SELECT current_database()")
+    try:
+        daemon.start().wait_ready()
+        os.replace(big, lake / big.name)
+        killed = wait_until(
+            lambda: scalar(
+                migrated_url,
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                " WHERE datname = %s AND state = 'active' AND query ILIKE 'COPY%%'",
+                (dbname,),
+            ),
+            timeout=60,
+            interval=0.02,
+            message="a COPY to kill",
+        )
+        assert killed == 1
+        wait_until(lambda: daily_rows_loaded(migrated_url) == 600_000, timeout=120, message="the reload")
+    finally:
+        daemon.stop()
+    events = json_lines(daemon.log_text())
+    assert [e for e in events if "error ignored" in str(e.get("event"))], daemon.log_tail()
