@@ -113,6 +113,13 @@ def connection_error_text(error: BaseException, limit: int = 1000) -> str:
     return " ".join(str(error).split())[:limit]
 
 
+def current_database(url: str) -> str:
+    """The name of the database the connection string leads to (the server's answer)."""
+    with connect(url, autocommit=True) as conn:
+        row = conn.execute("SELECT current_database()").fetchone()
+    return str(row[0]) if row else ""
+
+
 def load_migrations() -> list[Migration]:
     """The numbered SQL files shipped in ``watcher/migrations``, in order."""
     folder = resources.files("watcher") / "migrations"

@@ -89,3 +89,18 @@ def write_service_file(params: dict[str, str]) -> dict[str, str]:
     with os.fdopen(descriptor, "w", encoding="utf-8") as out:
         out.write("\n".join(lines) + "\n")
     return {"PGSERVICEFILE": str(path), "PGSERVICE": SERVICE_NAME}
+
+
+def dbt_cannot_use_database(name: str) -> str | None:
+    """Why dbt cannot build in the database called ``name``, or None when it can.
+
+    dbt-postgres 1.11 writes the database name into SQL without escaping it: between single
+    quotes in ``postgres__list_relations_without_caching`` and between double quotes in every
+    relation name. A name with either quote loads files, then fails every build with a syntax
+    error; so it is refused at start instead (loading alone, ``--no-dbt``, works with any name).
+    """
+    quotes = [q for q in ("'", '"') if q in name]
+    if not quotes:
+        return None
+    which = " and ".join("a single quote" if q == "'" else "a double quote" for q in quotes)
+    return f"the database name {name!r} contains {which}, which dbt cannot build models in"

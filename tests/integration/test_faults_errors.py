@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
@@ -170,3 +171,46 @@ def test_every_log_line_is_json_even_when_psycopg_warns(migrated_url: str, tmp_p
         daemon.stop()
     events = json_lines(daemon.log_text())
     assert [e for e in events if "error ignored" in str(e.get("event"))], daemon.log_tail()
+
+
+# -- item 13: a database name with a quote ----------------------------------------------------------
+
+
+@pytest.fixture(params=["wear'able", 'wear"able'], ids=["single-quote", "double-quote"])
+def quoted_database(request: pytest.FixtureRequest, pg_admin_url: str) -> Iterator[str]:
+    """A real database whose name holds a quote; its connection string."""
+    name = f"{request.param}_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield with_dbname(pg_admin_url, name)
+    finally:
+        with psycopg.connect(pg_admin_url, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def test_a_database_name_with_a_quote_is_refused_before_anything_is_loaded(
+    quoted_database: str, tmp_path: Path
+) -> None:
+    """dbt-postgres puts the name into SQL unescaped: refused at start (exit 2), nothing loaded."""
+    lake = tmp_path / "lake"
+    write_daily(lake / "dailyActivity_merged.csv", days=2)
+    done = run_cli(["watch", "--once", "--data-dir", str(lake)], quoted_database, timeout=120)
+    assert done.returncode == 2, done.stderr[-3000:]
+    refusal = [e for e in json_lines(done.stderr) if e.get("event") == "database_name_unsupported"]
+    assert refusal and "quote" in str(refusal[0]["reason"]), done.stderr[-3000:]
+    assert "--no-dbt" in str(refusal[0]["hint"])
+    with psycopg.connect(quoted_database) as conn:
+        assert conn.execute("SELECT to_regclass('ops.raw_ingest_manifest')").fetchone() == (None,)
+
+
+def test_a_database_name_with_a_quote_loads_without_dbt(quoted_database: str, tmp_path: Path) -> None:
+    """What the refusal offers works end to end: loading alone, and status after it."""
+    lake = tmp_path / "lake"
+    write_daily(lake / "dailyActivity_merged.csv", days=2)
+    done = run_cli(["watch", "--once", "--no-dbt", "--data-dir", str(lake)], quoted_database, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert daily_rows_loaded(quoted_database) == 2
+    status = run_cli(["status", "--json"], quoted_database, timeout=60)
+    assert status.returncode == 0, status.stderr[-3000:]
+    assert json.loads(status.stdout)
