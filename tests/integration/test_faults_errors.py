@@ -214,3 +214,27 @@ def test_a_database_name_with_a_quote_loads_without_dbt(quoted_database: str, tm
     status = run_cli(["status", "--json"], quoted_database, timeout=60)
     assert status.returncode == 0, status.stderr[-3000:]
     assert json.loads(status.stdout)
+
+
+# -- item 17: the connection string from a file ------------------------------------------------------
+
+
+def test_the_connection_string_file_works_and_its_errors_do_not_show_it(
+    database_url: str, tmp_path: Path
+) -> None:
+    good = tmp_path / "database_url"
+    good.write_text(database_url + "\n")
+    done = run_cli(["status", "--database-url-file", str(good)], "", timeout=60)
+    assert done.returncode == 0, done.stderr[-3000:]
+    done = run_cli(["status"], "", timeout=60, extra_env={"DATABASE_URL_FILE": str(good)})
+    assert done.returncode == 0, done.stderr[-3000:]
+    bad = tmp_path / "bad_url"
+    bad.write_text("host=db password='Unclosed5ecret\n")
+    for args, env in (
+        (["status", "--database-url-file", str(bad)], {}),
+        (["status"], {"DATABASE_URL_FILE": str(tmp_path / "missing")}),
+    ):
+        done = run_cli(args, "", timeout=60, extra_env=env)
+        assert done.returncode == 2, done.stderr
+        assert "configuration error" in done.stderr
+        assert "Unclosed5ecret" not in done.stderr + done.stdout
