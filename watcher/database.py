@@ -79,7 +79,8 @@ def database_url(settings: Settings) -> Iterator[str]:
 
 
 def connect(url: str, *, autocommit: bool = False) -> psycopg.Connection[Any]:
-    return psycopg.connect(url, autocommit=autocommit, application_name="wearable-pipeline")
+    """A connection named ``wearable-pipeline`` unless the URL gives an ``application_name``."""
+    return psycopg.connect(url, autocommit=autocommit, fallback_application_name="wearable-pipeline")
 
 
 # What a person can do about a connection the server (or libpq) refused for good: the first

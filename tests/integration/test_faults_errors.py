@@ -238,3 +238,13 @@ def test_the_connection_string_file_works_and_its_errors_do_not_show_it(
         assert done.returncode == 2, done.stderr
         assert "configuration error" in done.stderr
         assert "Unclosed5ecret" not in done.stderr + done.stdout
+
+
+def test_the_pipeline_keeps_the_application_name_the_url_gives(database_url: str) -> None:
+    from watcher.database import connect
+
+    with connect(database_url) as conn:
+        assert conn.execute("SHOW application_name").fetchone() == ("wearable-pipeline",)
+    named = make_conninfo(database_url, application_name="etl-loader")
+    with connect(named) as conn:
+        assert conn.execute("SHOW application_name").fetchone() == ("etl-loader",)
