@@ -143,6 +143,7 @@ def test_a_failed_build_keeps_the_database_message(migrated_url: str, tmp_path: 
     assert failed and cause in str(failed[0]["failures"]), done.stderr[-3000:]
 
 
+@pytest.mark.slow
 def test_every_log_line_is_json_even_when_psycopg_warns(migrated_url: str, tmp_path: Path) -> None:
     """The COPY's connection is killed mid-load: psycopg logs "error ignored terminating
     <psycopg.Copy ...>" through the standard logging module, which must come out as JSON too."""
