@@ -31,7 +31,14 @@ def _common(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("connection and locations")
     group.add_argument("--data-dir", help="landing zone (default data_lake/; env WEARABLE_DATA_DIR)")
     group.add_argument(
-        "--database-url", help="PostgreSQL URL (env DATABASE_URL or DB_*); none: embedded server"
+        "--database-url",
+        help="PostgreSQL URL (env DATABASE_URL or DB_*); none: embedded server. Other users see a"
+        " command line (ps): keep a password in the environment or in --database-url-file",
+    )
+    group.add_argument(
+        "--database-url-file",
+        metavar="PATH",
+        help="read the PostgreSQL URL from this file, e.g. a Docker secret (env DATABASE_URL_FILE)",
     )
     group.add_argument("--pgdata", help="embedded server's data folder (default .pgdata/)")
     group.add_argument("--dbt-project-dir", help="dbt project (default dbt/)")
@@ -81,6 +88,7 @@ def _overrides(args: argparse.Namespace) -> Overrides:
     return Overrides(
         data_dir=getattr(args, "data_dir", None),
         database_url=getattr(args, "database_url", None),
+        database_url_file=getattr(args, "database_url_file", None),
         pgdata_dir=getattr(args, "pgdata", None),
         dbt_project_dir=getattr(args, "dbt_project_dir", None),
         no_dbt=getattr(args, "no_dbt", False),

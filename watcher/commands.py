@@ -12,10 +12,17 @@ import structlog
 
 from watcher import manifest, runs, summary
 from watcher.config import Settings
-from watcher.database import database_url, migrate
+from watcher.database import (
+    connection_error_text,
+    connection_hint,
+    current_database,
+    database_url,
+    migrate,
+)
+from watcher.libpq_env import dbt_cannot_use_database
 from watcher.metrics import Metrics
 from watcher.pipeline import EXIT_INFRASTRUCTURE, EXIT_USAGE, Pipeline
-from watcher.retry import transient_retrying
+from watcher.retry import is_transient, transient_retrying
 from watcher.scanner import inspect_entry, scan
 from watcher.transform import Transformer
 
@@ -36,17 +43,46 @@ def run_command(args: argparse.Namespace, settings: Settings) -> int:
                     settings.retry_total_seconds, settings.retry_max_wait_seconds
                 ):
                     with attempt:
+                        dbname = current_database(url)
+                        if (refusal := _dbt_refusal(args, settings, dbname)) is not None:
+                            return refusal
                         migrate(url)
             except psycopg.OperationalError as exc:
+                if not is_transient(exc):
+                    # A wrong setting (database, role, password, TLS): answered at once.
+                    log.error(
+                        "database_refused",
+                        database=settings.redacted_database(),
+                        error=connection_error_text(exc),
+                        hint=connection_hint(exc),
+                    )
+                    return EXIT_USAGE
                 log.error(
                     "database_unreachable",
                     database=settings.redacted_database(),
-                    error=str(exc).splitlines()[0],
+                    error=connection_error_text(exc),
+                    retried_s=settings.retry_total_seconds,
                 )
                 return EXIT_INFRASTRUCTURE
             return _dispatch(args, settings, url)
     except KeyboardInterrupt:
         return 130
+
+
+def _dbt_refusal(args: argparse.Namespace, settings: Settings, dbname: str) -> int | None:
+    """EXIT_USAGE when dbt is to build in a database whose name it cannot take; else None."""
+    if args.command not in ("watch", "reprocess") or not settings.run_dbt:
+        return None
+    reason = dbt_cannot_use_database(dbname)
+    if reason is None:
+        return None
+    log.error(
+        "database_name_unsupported",
+        database=settings.redacted_database(),
+        reason=reason,
+        hint="rename the database (ALTER DATABASE ... RENAME TO ...), or load only with --no-dbt",
+    )
+    return EXIT_USAGE
 
 
 def _dispatch(args: argparse.Namespace, settings: Settings, url: str) -> int:

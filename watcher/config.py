@@ -1,7 +1,8 @@
 """Settings: one frozen object built from the environment and command-line flags.
 
 This is the only module that reads ``os.environ``. Flags given on the command line win over the
-environment; ``DATABASE_URL`` wins over the ``DB_*`` variables.
+environment; ``DATABASE_URL`` (or the file ``DATABASE_URL_FILE`` names) wins over the ``DB_*``
+variables.
 """
 
 from __future__ import annotations
@@ -68,10 +69,16 @@ def redact_conninfo(conninfo: str) -> str:
 
 
 def database_url_from_env(env: Mapping[str, str]) -> str | None:
-    """``DATABASE_URL`` if set, else a URL built from ``DB_HOST`` and friends, else None."""
+    """``DATABASE_URL`` or the file ``DATABASE_URL_FILE`` names, else a URL built from
+    ``DB_HOST`` and friends, else None."""
     url = env.get("DATABASE_URL", "").strip()
+    url_file = env.get("DATABASE_URL_FILE", "").strip()
+    if url and url_file:
+        raise ConfigError("DATABASE_URL and DATABASE_URL_FILE are both set: set one of them")
     if url:
         return checked_url(url, "DATABASE_URL")
+    if url_file:
+        return database_url_from_file(url_file, "DATABASE_URL_FILE")
     keys = ("DB_HOST", "DB_PORT", "DB_NAME", "DB_USER", "DB_PASSWORD")
     if not any(env.get(k) for k in keys):
         return None
@@ -87,6 +94,23 @@ def database_url_from_env(env: Mapping[str, str]) -> str | None:
     if env.get("DB_PASSWORD"):
         params["password"] = env["DB_PASSWORD"]
     return make_conninfo(**params)
+
+
+def database_url_from_file(path: str, origin: str) -> str:
+    """The connection string a file holds (the Docker-secrets way: never on a command line).
+
+    Surrounding whitespace, the trailing newline among it, is dropped. Errors name the file,
+    never its content.
+    """
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+        raise ConfigError(f"{origin}: cannot read {path}: {why}") from None
+    url = text.strip()
+    if not url:
+        raise ConfigError(f"{origin}: {path} is empty")
+    return checked_url(url, f"the connection string in {path} ({origin})")
 
 
 def checked_url(url: str, origin: str) -> str:
@@ -139,6 +163,7 @@ class Overrides:
 
     data_dir: str | None = None
     database_url: str | None = None
+    database_url_file: str | None = None
     pgdata_dir: str | None = None
     dbt_project_dir: str | None = None
     no_dbt: bool = False
@@ -151,8 +176,12 @@ class Overrides:
 def build_settings(overrides: Overrides, env: Mapping[str, str] | None = None) -> Settings:
     """Combine flags and environment into Settings, or raise ConfigError with a clear message."""
     env = os.environ if env is None else env
+    if overrides.database_url and overrides.database_url_file:
+        raise ConfigError("--database-url and --database-url-file both given: give one of them")
     if overrides.database_url:
         database_url: str | None = checked_url(overrides.database_url, "--database-url")
+    elif overrides.database_url_file:
+        database_url = database_url_from_file(overrides.database_url_file, "--database-url-file")
     else:
         database_url = database_url_from_env(env)
     data_dir = Path(

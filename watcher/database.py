@@ -79,7 +79,46 @@ def database_url(settings: Settings) -> Iterator[str]:
 
 
 def connect(url: str, *, autocommit: bool = False) -> psycopg.Connection[Any]:
-    return psycopg.connect(url, autocommit=autocommit, application_name="wearable-pipeline")
+    """A connection named ``wearable-pipeline`` unless the URL gives an ``application_name``."""
+    return psycopg.connect(url, autocommit=autocommit, fallback_application_name="wearable-pipeline")
+
+
+# What a person can do about a connection the server (or libpq) refused for good: the first
+# phrase found in the error's text picks the hint.
+_HINTS = (
+    (
+        "password authentication failed",
+        "the password is wrong: check the connection string (DATABASE_URL, its file, or DB_PASSWORD)",
+    ),
+    ("no password supplied", "the server asks for a password and none was given"),
+    ("database", "the database does not exist: create it, or fix its name in the connection string"),
+    ("role", "the user does not exist: create the role, or fix the user name in the connection string"),
+    ("pg_hba.conf", "the server does not let this user in from here: see its pg_hba.conf, or sslmode"),
+    ("certificate", "check sslmode, sslrootcert (the CA that signed the server), sslcert and sslkey"),
+    ("ssl", "check sslmode: the server and the connection string disagree about TLS"),
+    ("permission denied", "the user may not connect to this database: GRANT CONNECT, or another user"),
+)
+
+
+def connection_hint(error: BaseException) -> str:
+    """A short hint for a connection the server refused for good (see ``retry.is_transient``)."""
+    text = str(error).lower()
+    for phrase, hint in _HINTS:
+        if phrase in text and (phrase not in ("database", "role") or "does not exist" in text):
+            return hint
+    return "check the connection settings (DATABASE_URL or DB_*)"
+
+
+def connection_error_text(error: BaseException, limit: int = 1000) -> str:
+    """The error's own text, on one line and bounded (libpq's messages span several lines)."""
+    return " ".join(str(error).split())[:limit]
+
+
+def current_database(url: str) -> str:
+    """The name of the database the connection string leads to (the server's answer)."""
+    with connect(url, autocommit=True) as conn:
+        row = conn.execute("SELECT current_database()").fetchone()
+    return str(row[0]) if row else ""
 
 
 def load_migrations() -> list[Migration]:

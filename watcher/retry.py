@@ -29,16 +29,63 @@ TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+# A failed connection carries no SQLSTATE (libpq keeps only the text of the server's answer), so
+# these are told apart by the server's own words. A server that answered FATAL refuses for good,
+# unless it says it is starting, stopping or full; a failure before any answer (refused, reset,
+# timed out, host not found yet) may heal, unless libpq itself says a setting is wrong.
+TRANSIENT_SERVER_ANSWERS = (
+    "the database system is starting up",
+    "the database system is shutting down",
+    "the database system is in recovery mode",
+    "the database system is not yet accepting connections",
+    "the database system is not accepting connections",
+    "too many clients already",
+    "remaining connection slots are reserved",
+    "too many connections for",
+    "terminating connection",
+    "canceling authentication due to timeout",
+)
+PERMANENT_CLIENT_ANSWERS = (
+    "no password supplied",
+    "certificate",
+    "alert unknown ca",
+    "does not support ssl",
+    "ssl was required",
+    "invalid sslmode",
+    "invalid connection option",
+    "invalid integer value",
+    "invalid port number",
+    "channel binding",
+    "server requested",
+)
+PERMANENT_SQLSTATES = ("57P04",)  # database_dropped: waiting does not bring it back
+
+
+def connection_refused_for_good(message: str) -> bool:
+    """True when a connection failure's text says a setting is wrong (see the lists above)."""
+    text = message.lower()
+    if "fatal:" in text:
+        return not any(answer in text for answer in TRANSIENT_SERVER_ANSWERS)
+    return any(answer in text for answer in PERMANENT_CLIENT_ANSWERS)
+
+
 def is_transient(exc: BaseException) -> bool:
     """True for faults that may pass by themselves: connection lost or refused, shutdown, races.
 
-    ``psycopg.OperationalError`` without a SQLSTATE is what a refused or dropped connection
-    raises; one with a SQLSTATE (say, disk full) is a problem a retry will not fix.
+    The one place that decides what is retried. ``psycopg.OperationalError`` without a SQLSTATE
+    is a connection that failed or dropped: transient unless the server (or libpq) said that a
+    setting is wrong (database or role missing, password, pg_hba, certificate). One with a
+    SQLSTATE outside classes 08 and 57P (say, disk full) is a problem a retry will not fix.
     """
+    sqlstate: str | None = getattr(exc, "sqlstate", None)
+    if sqlstate in PERMANENT_SQLSTATES:
+        return False
     if isinstance(exc, TRANSIENT_ERRORS):
         return True
     if isinstance(exc, psycopg.OperationalError) and not isinstance(exc, psycopg.errors.DiskFull):
-        return exc.sqlstate is None or exc.sqlstate.startswith("08") or exc.sqlstate.startswith("57P")
+        if sqlstate is None:
+            return not connection_refused_for_good(str(exc))
+        return sqlstate.startswith("08") or sqlstate.startswith("57P")
     return False
 
 

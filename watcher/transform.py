@@ -27,9 +27,9 @@ from typing import Any
 import psycopg
 import structlog
 from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict
 
 from watcher.config import DBT_TEST_MODES
+from watcher.libpq_env import for_dbt, write_service_file
 
 log = structlog.get_logger(__name__)
 
@@ -78,27 +78,38 @@ class BuildResult:
         return [n for n in self.nodes if n.status in FAILED_STATUSES]
 
     def summary(self) -> str | None:
+        """Each failed node with its whole database message (the cause, not only dbt's headline)."""
         failed = self.failures
         if not failed:
             return None
-        return "; ".join(
-            f"{n.unique_id}: {n.status}: {(n.message or '').splitlines()[0][:200]}" for n in failed
-        )
+        return "; ".join(f"{n.unique_id}: {n.status}: {n.message or 'no message'}" for n in failed)
 
 
 def profile_environment(conninfo: str, schema: str = "analytics", threads: int = 4) -> dict[str, str]:
-    """The WEARABLE_DBT_* variables ``dbt/profiles.yml`` reads, from the pipeline's connection."""
-    params = conninfo_to_dict(conninfo)
-    return {
-        "WEARABLE_DBT_HOST": str(params.get("host") or "localhost"),
-        "WEARABLE_DBT_PORT": str(params.get("port") or "5432"),
-        "WEARABLE_DBT_USER": str(params.get("user") or "postgres"),
-        "WEARABLE_DBT_PASSWORD": str(params.get("password") or ""),
-        "WEARABLE_DBT_DBNAME": str(params.get("dbname") or params.get("user") or "postgres"),
+    """The environment dbt's connections need: every parameter of the pipeline's connection.
+
+    The WEARABLE_DBT_* variables ``dbt/profiles.yml`` reads, plus the ``PG*`` variables (and, for
+    the few parameters that have none, a private libpq service file) for the rest; see
+    ``watcher.libpq_env``.
+    """
+    found = for_dbt(conninfo)
+    params = found.profile
+    environment = {
+        "WEARABLE_DBT_HOST": params.get("host") or "localhost",
+        "WEARABLE_DBT_PORT": params.get("port") or "5432",
+        "WEARABLE_DBT_USER": params.get("user") or "postgres",
+        "WEARABLE_DBT_PASSWORD": params.get("password") or "",
+        "WEARABLE_DBT_DBNAME": params.get("dbname") or params.get("user") or "postgres",
         "WEARABLE_DBT_SCHEMA": schema,
-        "WEARABLE_DBT_SSLMODE": str(params.get("sslmode") or "prefer"),
         "WEARABLE_DBT_THREADS": str(threads),
+        "WEARABLE_DBT_CONNECT_TIMEOUT": params.get("connect_timeout") or "10",
+        "WEARABLE_DBT_KEEPALIVES_IDLE": params.get("keepalives_idle") or "0",
+        "WEARABLE_DBT_APPLICATION_NAME": params.get("application_name") or "dbt",
+        **found.environment,
     }
+    if found.service:
+        environment.update(write_service_file(found.service))
+    return environment
 
 
 def selectors_for(tables: Iterable[str]) -> tuple[str, ...]:
@@ -372,10 +383,28 @@ def _stable_views(manifest: Any) -> dict[str, set[str]]:
     return found
 
 
+NODE_MESSAGE_CHARS = 1000
+"""A failed node's message is kept up to this length: enough for dbt's headline, the server's
+message and its detail, hint and line; the run row's summary is bounded again (4000)."""
+
+
+def node_message(message: str | None) -> str | None:
+    """dbt's message for a node on one line: every line kept, in order, without the caret line
+    that points into the SQL, whitespace collapsed, bounded."""
+    if message is None:
+        return None
+    lines = [" ".join(line.split()) for line in str(message).splitlines()]
+    kept = [line for line in lines if line and set(line) != {"^"}]
+    text = " | ".join(kept)
+    if not text:
+        return None
+    return text if len(text) <= NODE_MESSAGE_CHARS else text[: NODE_MESSAGE_CHARS - 1] + "…"
+
+
 def _node_result(result: Any) -> NodeResult:
     return NodeResult(
         unique_id=str(result.node.unique_id),
         status=str(result.status),
-        message=result.message,
+        message=node_message(result.message),
         execution_time_s=float(result.execution_time or 0.0),
     )

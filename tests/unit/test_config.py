@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 
 from watcher.config import (
@@ -67,3 +69,44 @@ def test_dbt_tests_run_after_the_models_unless_set_to_gate() -> None:
     assert build_settings(Overrides(), env={"WEARABLE_DBT_TESTS": " Gate "}).dbt_tests == "gate"
     with pytest.raises(ConfigError, match="WEARABLE_DBT_TESTS must be after or gate"):
         build_settings(Overrides(), env={"WEARABLE_DBT_TESTS": "later"})
+
+
+def test_the_connection_string_can_come_from_a_file(tmp_path: Path) -> None:
+    secret = tmp_path / "database_url"
+    secret.write_text("postgresql://u:pw@db:5433/x\n")
+    from_env = build_settings(Overrides(), env={"DATABASE_URL_FILE": str(secret)})
+    assert from_env.database_url == "postgresql://u:pw@db:5433/x"
+    from_flag = build_settings(Overrides(database_url_file=str(secret)), env={"DB_HOST": "other"})
+    assert from_flag.database_url == "postgresql://u:pw@db:5433/x"
+    assert secrets_to_hide(from_flag, env={}) == ("pw", "pw")
+    # the flag wins over the environment, as every flag does
+    other = tmp_path / "other_url"
+    other.write_text("postgresql://v@elsewhere/y")
+    both = build_settings(Overrides(database_url_file=str(other)), env={"DATABASE_URL_FILE": str(secret)})
+    assert both.database_url == "postgresql://v@elsewhere/y"
+
+
+def test_a_bad_connection_string_file_is_a_configuration_error_that_hides_its_content(tmp_path: Path) -> None:
+    missing = tmp_path / "nope"
+    with pytest.raises(ConfigError, match="cannot read") as caught:
+        build_settings(Overrides(), env={"DATABASE_URL_FILE": str(missing)})
+    assert str(missing) in str(caught.value)
+    unreadable = tmp_path / "a_folder"
+    unreadable.mkdir()
+    with pytest.raises(ConfigError, match="cannot read"):
+        build_settings(Overrides(database_url_file=str(unreadable)), env={})
+    empty = tmp_path / "empty"
+    empty.write_text("\n")
+    with pytest.raises(ConfigError, match="empty"):
+        build_settings(Overrides(database_url_file=str(empty)), env={})
+    garbage = tmp_path / "garbage"
+    garbage.write_text("host=db password='S3cretValue\n")
+    with pytest.raises(ConfigError) as caught:
+        build_settings(Overrides(database_url_file=str(garbage)), env={})
+    assert "S3cretValue" not in str(caught.value)
+    with pytest.raises(ConfigError, match="both"):
+        build_settings(
+            Overrides(), env={"DATABASE_URL": "postgresql://db/x", "DATABASE_URL_FILE": str(garbage)}
+        )
+    with pytest.raises(ConfigError, match="both"):
+        build_settings(Overrides(database_url="postgresql://db/x", database_url_file=str(garbage)), env={})
