@@ -75,9 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     watch.add_argument("--debounce", type=float, help="seconds a file must stay unchanged (default 1)")
     watch.add_argument("--reconcile-interval", type=float, help="seconds between backstop scans (60)")
 
-    status = sub.add_parser(
-        "status", help="files known to the manifest, data quality per table, recent runs"
-    )
+    status = sub.add_parser("status", help="files known to the manifest, data quality per table, recent runs")
     _common(status)
     status.add_argument("--json", action="store_true", help="print the status as one JSON document")
     status.add_argument("--runs", type=int, default=10, help="how many recent runs to list (default 10)")

@@ -114,7 +114,9 @@ def database_url(settings: Settings) -> Iterator[str]:
         if server.stop():
             log.info("embedded_postgres_stopped", pgdata=pgdata)
         else:
-            log.info("embedded_postgres_detached", pgdata=pgdata, note="left running for the process that uses it")
+            log.info(
+                "embedded_postgres_detached", pgdata=pgdata, note="left running for the process that uses it"
+            )
 
 
 def connect(url: str, *, autocommit: bool = False) -> psycopg.Connection[Any]:

@@ -37,7 +37,7 @@ def test_every_option_of_every_command_has_help() -> None:
         if not isinstance(action, argparse._HelpAction) and not (action.help or "").strip()
     ]
     assert missing == []
-    listed = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)][0]
+    listed = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     assert all((choice.help or "").strip() for choice in listed._choices_actions)
 
 
