@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +12,8 @@ from typing import Any
 
 import psycopg
 
-from tests.daemon_helpers import REPO_ROOT
+from tests.daemon_helpers import REPO_ROOT, DaemonProcess, wait_until, write_daily
+from tests.helpers import once_json
 from tests.pg_control import ThrowawayServer
 
 
@@ -66,3 +68,54 @@ def test_no_runtime_dir_warning_on_an_embedded_command(tmp_path: Path) -> None:
     assert "Warning" not in done.stderr
     names = [e["event"] for e in _events(done.stderr)]
     assert names[0] == "embedded_postgres_started" and names[-1] == "embedded_postgres_stopped"
+
+
+def _log_events(daemon: DaemonProcess) -> list[dict[str, Any]]:
+    return _events(daemon.log_text())
+
+
+def _event(daemon: DaemonProcess, name: str) -> dict[str, Any] | None:
+    return next((e for e in _log_events(daemon) if e.get("event") == name), None)
+
+
+def test_the_daemon_says_which_folder_it_watches_and_what_is_in_it(migrated_url: str, tmp_path: Path) -> None:
+    lake = tmp_path / "lake"
+    write_daily(lake / "a" / "dailyActivity_merged.csv")
+    code, _ = once_json(lake, migrated_url, "--no-dbt")
+    assert code == 0
+    write_daily(lake / "b" / "dailyActivity_merged.csv", first_id=1624580081)
+    (lake / "notes.txt").write_text("not an export\n")
+    with DaemonProcess(lake, migrated_url, tmp_path / "daemon.log", no_dbt=True) as daemon:
+        event = wait_until(
+            lambda: _event(daemon, "landing_zone_inventory"), timeout=90, message="the inventory line"
+        )
+    assert event["folder"] == str(lake.resolve())
+    assert (event["files_routed"], event["files_ignored"]) == (2, 1)
+    assert (event["files_already_loaded"], event["files_to_read"]) == (1, 1)
+    assert _event(daemon, "no_routed_file") is None
+
+
+def test_a_lake_without_a_routed_name_says_which_names_load(migrated_url: str, tmp_path: Path) -> None:
+    lake = tmp_path / "lake"
+    lake.mkdir()
+    (lake / "steps.csv").write_text("Id,Steps\n1,2\n")
+    with DaemonProcess(lake, migrated_url, tmp_path / "daemon.log", no_dbt=True) as daemon:
+        event = wait_until(lambda: _event(daemon, "no_routed_file"), timeout=90, message="the hint")
+    assert "'daily' and 'activity' → raw.daily_activity" in event["hint"]
+    assert "'sleep' → raw.sleep" in event["hint"]
+
+
+def test_a_metrics_port_in_use_names_the_cure(migrated_url: str, tmp_path: Path) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = int(taken.getsockname()[1])
+        daemon = DaemonProcess(tmp_path, migrated_url, tmp_path / "daemon.log", no_dbt=True, port=port)
+        with daemon:
+            code = daemon.wait_exit(90)
+    assert code == 2
+    plain = [line for line in daemon.log_text().splitlines() if line.startswith("wearable-pipeline:")]
+    assert plain and f"127.0.0.1:{port}" in plain[0]
+    assert "--metrics-addr HOST:PORT" in plain[0] and "--metrics-addr off" in plain[0]
+    event = _event(daemon, "metrics_endpoint_failed")
+    assert event is not None and "--metrics-addr" in event["hint"]
