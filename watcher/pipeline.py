@@ -223,9 +223,8 @@ class Pipeline:
         force: bool,
         should_stop: Callable[[], bool] | None = None,
     ) -> None:
-        sizes = [_size_of(c) for c in candidates]
         enabled = self.show_progress and Progress.wanted(json_output)
-        with Progress(len(candidates), sum(sizes), enabled=enabled) as progress:
+        with Progress(candidates, enabled=enabled) as progress:
             for done, candidate in enumerate(candidates):
                 try:
                     if should_stop is not None and should_stop():
@@ -237,7 +236,7 @@ class Pipeline:
                     )
                     return
                 result.outcomes.append(outcome)
-                progress.file_done(outcome.rows_loaded)
+                progress.file_done(candidate.relative, outcome.rows_loaded)
                 self._observe(outcome, bound)
 
     def _load_one(
@@ -476,13 +475,6 @@ class _StopWhen(stop_base):
 
     def __call__(self, retry_state: RetryCallState) -> bool:
         return self.check()
-
-
-def _size_of(candidate: Candidate) -> int:
-    try:
-        return os.stat(candidate.path).st_size
-    except OSError:
-        return 0
 
 
 def _first_line(exc: BaseException) -> str:
