@@ -10,7 +10,7 @@ from types import FrameType
 import psycopg
 import structlog
 
-from watcher import manifest, runs, summary
+from watcher import manifest, quality, runs, summary
 from watcher.config import Settings
 from watcher.database import database_url, migrate
 from watcher.metrics import Metrics
@@ -89,10 +89,11 @@ def _status(url: str, as_json: bool, limit: int) -> int:
     with psycopg.connect(url) as conn:
         entries = manifest.all_entries(conn)
         recent = runs.recent_runs(conn, limit)
+        tables = quality.table_quality(conn)
     if as_json:
-        print(summary.dump_json(summary.status_as_dict(entries, recent)))
+        print(summary.dump_json(summary.status_as_dict(entries, recent, tables)))
     else:
-        print(summary.status_as_text(entries, recent))
+        print(summary.status_as_text(entries, recent, tables))
     return 0
 
 

@@ -97,9 +97,7 @@ class PassResult:
     def totals(self) -> runs.RunTotals:
         return runs.RunTotals(
             status=self.status,
-            files_loaded=self.count("loaded"),
-            files_skipped=self.count("skipped", "duplicate", "ignored", "busy"),
-            files_failed=len(self.failures),
+            files=runs.count_words(o.outcome for o in self.outcomes),
             rows_loaded=self.rows_loaded,
             rows_rejected=self.rows_rejected,
             dbt_status=self.build.status if self.build else ("error" if self.build_error else None),
@@ -285,21 +283,14 @@ class Pipeline:
 
     def _observe(self, outcome: FileOutcome, bound: Any) -> None:
         table = outcome.table or "none"
-        self.metrics.files_processed.labels(table=table, outcome=outcome.outcome).inc()
-        event = {
-            "loaded": "file_loaded",
-            "skipped": "file_skipped",
-            "duplicate": "file_duplicate",
-            "rejected": "file_rejected",
-            "failed": "file_failed",
-            "ignored": "file_ignored",
-            "busy": "file_busy",
-        }[outcome.outcome]
+        status = runs.word(outcome.outcome)
+        self.metrics.files_processed.labels(table=table, outcome=status).inc()
+        event = f"file_{status}"
         level = "warning" if outcome.is_failure else ("debug" if outcome.outcome == "skipped" else "info")
         getattr(bound, level)(
             event,
             step="load",
-            status=outcome.outcome,
+            status=status,
             path=outcome.relative,
             table=outcome.table,
             rows=outcome.rows_loaded,
