@@ -58,6 +58,10 @@ def _dispatch(args: argparse.Namespace, settings: Settings, url: str) -> int:
         return run_report(url, as_json=args.json, plot_path=args.plot, limit=args.limit)
     if args.command == "reprocess":
         return _reprocess(args, settings, url)
+    if args.command == "sql":
+        from watcher.sql_shell import open_psql
+
+        return open_psql(url, embedded=settings.database_url is None)
     if args.once:
         return _once(settings, url, args.json)
     from watcher.daemon import run_daemon

@@ -15,6 +15,7 @@ import psycopg
 from tests.daemon_helpers import REPO_ROOT, DaemonProcess, wait_until, write_daily
 from tests.helpers import once_json
 from tests.pg_control import ThrowawayServer
+from watcher.database import _server_running as server_running
 
 
 def _clean_env(**extra: str) -> dict[str, str]:
@@ -119,3 +120,21 @@ def test_a_metrics_port_in_use_names_the_cure(migrated_url: str, tmp_path: Path)
     assert "--metrics-addr HOST:PORT" in plain[0] and "--metrics-addr off" in plain[0]
     event = _event(daemon, "metrics_endpoint_failed")
     assert event is not None and "--metrics-addr" in event["hint"]
+
+
+def test_sql_opens_psql_on_the_embedded_server_and_stops_it_after(tmp_path: Path) -> None:
+    pgdata = tmp_path / "pg"
+    done = subprocess.run(
+        [sys.executable, "-m", "watcher", "sql", "--pgdata", str(pgdata), "--data-dir", str(tmp_path)],
+        cwd=REPO_ROOT,
+        env=_clean_env(),
+        input="SELECT current_database() || ':' || count(*) FROM ops.schema_migrations;\n",
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "wearable:" in done.stdout  # psql ran its query on the embedded database, migrated
+    names = [e["event"] for e in _events(done.stderr)]
+    assert names[-1] == "embedded_postgres_stopped"
+    assert not server_running(pgdata)
