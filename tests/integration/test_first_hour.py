@@ -13,7 +13,7 @@ from typing import Any
 import psycopg
 
 from tests.daemon_helpers import REPO_ROOT, DaemonProcess, wait_until, write_daily
-from tests.helpers import once_json
+from tests.helpers import once_json, run_cli
 from tests.pg_control import ThrowawayServer
 from watcher.database import _server_running as server_running
 
@@ -138,3 +138,14 @@ def test_sql_opens_psql_on_the_embedded_server_and_stops_it_after(tmp_path: Path
     names = [e["event"] for e in _events(done.stderr)]
     assert names[-1] == "embedded_postgres_stopped"
     assert not server_running(pgdata)
+
+
+def test_a_pass_over_no_routed_file_says_which_names_load(migrated_url: str, tmp_path: Path) -> None:
+    lake = tmp_path / "lake"
+    lake.mkdir()
+    (lake / "hourlySteps_merged.csv").write_text("Id,ActivityHour,StepTotal\n1,4/12/2016 12:00:00 AM,3\n")
+    done = run_cli(["watch", "--once", "--no-dbt", "--data-dir", str(lake)], migrated_url)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "1 ignored" in done.stdout
+    hint = next(line for line in done.stdout.splitlines() if line.startswith("hint: "))
+    assert "'daily' and 'activity' → raw.daily_activity; 'sleep' → raw.sleep" in hint
