@@ -91,7 +91,14 @@ def log_inventory(folder: Path, url: str) -> Inventory:
         files_already_loaded=inventory.already_loaded if known is not None else None,
         files_to_read=inventory.to_read if known is not None else None,
     )
-    if inventory.routed == 0:
+    if inventory.routed == 0 and inventory.ignored == 0:
+        log.info(
+            "landing_zone_empty",
+            step="startup",
+            folder=str(inventory.folder),
+            hint=f"copy exports here: they load while the daemon runs. Names that load: {routed_names()}",
+        )
+    elif inventory.routed == 0:
         log.warning(
             "no_routed_file", step="startup", folder=str(inventory.folder), hint=no_routed_file_hint()
         )

@@ -106,6 +106,16 @@ def test_a_lake_without_a_routed_name_says_which_names_load(migrated_url: str, t
     assert "'sleep' → raw.sleep" in event["hint"]
 
 
+def test_an_empty_lake_says_where_to_copy_exports(migrated_url: str, tmp_path: Path) -> None:
+    lake = tmp_path / "lake"
+    lake.mkdir()
+    with DaemonProcess(lake, migrated_url, tmp_path / "daemon.log", no_dbt=True) as daemon:
+        event = wait_until(lambda: _event(daemon, "landing_zone_empty"), timeout=90, message="the hint")
+    assert event["folder"] == str(lake.resolve())
+    assert "copy exports here" in event["hint"] and "'sleep' → raw.sleep" in event["hint"]
+    assert _event(daemon, "no_routed_file") is None
+
+
 def test_a_metrics_port_in_use_names_the_cure(migrated_url: str, tmp_path: Path) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
         taken.bind(("127.0.0.1", 0))
