@@ -76,7 +76,7 @@ def pass_as_text(result: PassResult) -> str:
             lines.append(f"  {status:<9} {o.relative}: {o.reason}")
         if o.warnings:
             lines.append(f"  warning   {o.relative}: {o.warnings}")
-    if result.outcomes and all(o.table is None for o in result.outcomes):
+    if result.outcomes and all(o.table is None and o.outcome == "ignored" for o in result.outcomes):
         lines.append(f"hint: {no_routed_file_hint()}")
     if result.build is not None:
         b = result.build
