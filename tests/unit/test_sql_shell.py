@@ -24,5 +24,5 @@ def test_the_password_is_taken_out_of_the_connection_string() -> None:
 def test_the_hint_says_to_set_pgpassword_and_never_shows_it() -> None:
     hint = connection_hint("postgresql://app:s3cret-pw@db.example/wearable", embedded=False)
     assert "PGPASSWORD" in hint and "s3cret-pw" not in hint
-    embedded = connection_hint("host=/tmp/sock dbname=wearable user=postgres", embedded=True)
+    embedded = connection_hint("host=/run/wearable dbname=wearable user=postgres", embedded=True)
     assert "PGPASSWORD" not in embedded and "wearable-pipeline watch" in embedded
