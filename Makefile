@@ -9,6 +9,8 @@ STAMP  := $(VENV)/.installed
 # The synthetic sample always goes to an embedded server of its own, whatever database is configured.
 SAMPLE_ENV := env -u DATABASE_URL -u DB_HOST -u DB_PORT -u DB_NAME -u DB_USER -u DB_PASSWORD
 SAMPLE_ARGS := --pgdata $(SAMPLE_PGDATA) --data-dir $(SAMPLE)
+SAMPLE_DEMO := $(SAMPLE_ENV) $(BIN)/wearable-pipeline watch --once --metrics-addr off $(SAMPLE_ARGS) \
+	&& $(SAMPLE_ENV) $(BIN)/wearable-pipeline report $(SAMPLE_ARGS)
 
 .DEFAULT_GOAL := help
 .PHONY: help install run sample-demo sample-report once status report sql test test-fast test-faults lint bench sample-data clean
@@ -29,14 +31,13 @@ run: $(STAMP) ## run the daemon on data_lake/ (a demo on the synthetic sample fi
 	@if [ -z "$$(find $(DATA) -type f -iname '*.csv' -print -quit 2>/dev/null)" ]; then \
 	  echo "== $(DATA)/ holds no CSV export yet: first a demo on the synthetic sample in $(SAMPLE)/,"; \
 	  echo "== loaded into a database of its own ($(SAMPLE_PGDATA)/), never mixed with your data."; \
-	  $(MAKE) --no-print-directory sample-demo || true; \
+	  ( $(SAMPLE_DEMO) ) || true; \
 	  echo "== Now watching $(DATA)/ (empty): copy your exports into it and they load while this runs."; \
 	fi
 	$(BIN)/wearable-pipeline watch --data-dir $(DATA)
 
 sample-demo: $(STAMP) ## load the synthetic sample into its own embedded database and print its answer
-	$(SAMPLE_ENV) $(BIN)/wearable-pipeline watch --once --metrics-addr off $(SAMPLE_ARGS)
-	$(SAMPLE_ENV) $(BIN)/wearable-pipeline report $(SAMPLE_ARGS)
+	$(SAMPLE_DEMO)
 
 sample-report: $(STAMP) ## the engagement answer on the synthetic sample (its own database)
 	$(SAMPLE_ENV) $(BIN)/wearable-pipeline report $(SAMPLE_ARGS)
