@@ -171,6 +171,8 @@ def test_make_run_demos_the_sample_apart_then_loads_drops_into_the_lake(tmp_path
     port = free_port()
     env = _clean_env(WEARABLE_PGDATA=str(pgdata), WEARABLE_METRICS_ADDR=f"127.0.0.1:{port}")
     log_path = tmp_path / "make-run.log"
+    # -o: this environment is installed already (make must not reinstall it from a test); VENV
+    # points make at it, DATA and SAMPLE_PGDATA keep the repository's own folders untouched.
     with open(log_path, "wb") as log:
         make = subprocess.Popen(
             ["make", "--no-print-directory", "-o", str(venv / ".installed"), "run",
