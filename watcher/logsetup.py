@@ -9,6 +9,8 @@ from typing import Any
 
 import structlog
 
+from watcher.progress import BarSafeStream
+
 REDACTED = "***"
 
 
@@ -52,7 +54,7 @@ def configure_logging(fmt: str, level: str, secrets: Iterable[str] = ()) -> None
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric_level),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=BarSafeStream(sys.stderr)),  # type: ignore[arg-type]
         cache_logger_on_first_use=True,
     )
 

@@ -97,9 +97,7 @@ class PassResult:
     def totals(self) -> runs.RunTotals:
         return runs.RunTotals(
             status=self.status,
-            files_loaded=self.count("loaded"),
-            files_skipped=self.count("skipped", "duplicate", "ignored", "busy"),
-            files_failed=len(self.failures),
+            files=runs.count_words(o.outcome for o in self.outcomes),
             rows_loaded=self.rows_loaded,
             rows_rejected=self.rows_rejected,
             dbt_status=self.build.status if self.build else ("error" if self.build_error else None),
@@ -223,9 +221,8 @@ class Pipeline:
         force: bool,
         should_stop: Callable[[], bool] | None = None,
     ) -> None:
-        sizes = [_size_of(c) for c in candidates]
         enabled = self.show_progress and Progress.wanted(json_output)
-        with Progress(len(candidates), sum(sizes), enabled=enabled) as progress:
+        with Progress(candidates, enabled=enabled) as progress:
             for done, candidate in enumerate(candidates):
                 try:
                     if should_stop is not None and should_stop():
@@ -237,7 +234,7 @@ class Pipeline:
                     )
                     return
                 result.outcomes.append(outcome)
-                progress.file_done(outcome.rows_loaded)
+                progress.file_done(candidate.relative, outcome.rows_loaded)
                 self._observe(outcome, bound)
 
     def _load_one(
@@ -286,21 +283,14 @@ class Pipeline:
 
     def _observe(self, outcome: FileOutcome, bound: Any) -> None:
         table = outcome.table or "none"
-        self.metrics.files_processed.labels(table=table, outcome=outcome.outcome).inc()
-        event = {
-            "loaded": "file_loaded",
-            "skipped": "file_skipped",
-            "duplicate": "file_duplicate",
-            "rejected": "file_rejected",
-            "failed": "file_failed",
-            "ignored": "file_ignored",
-            "busy": "file_busy",
-        }[outcome.outcome]
+        status = runs.word(outcome.outcome)
+        self.metrics.files_processed.labels(table=table, outcome=status).inc()
+        event = f"file_{status}"
         level = "warning" if outcome.is_failure else ("debug" if outcome.outcome == "skipped" else "info")
         getattr(bound, level)(
             event,
             step="load",
-            status=outcome.outcome,
+            status=status,
             path=outcome.relative,
             table=outcome.table,
             rows=outcome.rows_loaded,
@@ -476,13 +466,6 @@ class _StopWhen(stop_base):
 
     def __call__(self, retry_state: RetryCallState) -> bool:
         return self.check()
-
-
-def _size_of(candidate: Candidate) -> int:
-    try:
-        return os.stat(candidate.path).st_size
-    except OSError:
-        return 0
 
 
 def _first_line(exc: BaseException) -> str:

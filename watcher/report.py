@@ -19,6 +19,8 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from watcher.freshness import data_as_of
+
 EXIT_OK, EXIT_NO_DATA, EXIT_USAGE = 0, 1, 2  # the CLI's codes: 1 = nothing to report yet
 
 TREND_CLASSES = ("consistent", "degrading", "improving", "insufficient_data")
@@ -223,8 +225,11 @@ def run_report(conninfo: str, *, as_json: bool, plot_path: Path | None, limit: i
             return EXIT_USAGE
     try:
         with psycopg.connect(conninfo) as conn:
+            as_of = data_as_of(conn)
             report = fetch_report(conn, limit=limit)
     except MartsMissing as exc:
+        if not as_json:
+            print(as_of.line())
         print(
             f"wearable-pipeline report: marts.{exc} does not exist yet; load data and let the"
             " pipeline run its dbt build first (wearable-pipeline watch --once).",
@@ -232,9 +237,9 @@ def run_report(conninfo: str, *, as_json: bool, plot_path: Path | None, limit: i
         )
         return EXIT_NO_DATA
     if as_json:
-        print(json.dumps(as_json_dict(report), indent=2))
+        print(json.dumps({"data_as_of": as_of.as_dict(), **as_json_dict(report)}, indent=2))
     else:
-        print(format_text(report))
+        print(as_of.line() + "\n\n" + format_text(report))
     if plot_path is not None:
         from watcher.report_plot import draw
 

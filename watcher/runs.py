@@ -2,20 +2,41 @@
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import psycopg
+from psycopg import sql
 
 TRIGGERS = ("once", "startup", "event", "reconcile", "reprocess")
+
+WORDS = ("loaded", "duplicate", "ignored", "rejected", "failed", "pending", "unchanged")
+"""What became of a file in a pass, in every summary, column, log and metric label.
+
+The first six are also a file's status in ``status``; ``unchanged`` is an already loaded file
+found again with the same content (its status stays ``loaded``).
+"""
+_WORD_OF = {"skipped": "unchanged", "busy": "pending"}
+
+
+def word(outcome: str) -> str:
+    """The vocabulary word for a loader outcome (``skipped`` → ``unchanged``, ``busy`` → ``pending``)."""
+    return _WORD_OF.get(outcome, outcome)
+
+
+def count_words(outcomes: Iterable[str]) -> dict[str, int]:
+    """Files per word, every word present (0 when none)."""
+    counts = Counter(word(o) for o in outcomes)
+    return {w: counts[w] for w in WORDS}
 
 
 @dataclass(frozen=True)
 class RunTotals:
     status: str
-    files_loaded: int
-    files_skipped: int
-    files_failed: int
+    files: Mapping[str, int]
+    """Files per vocabulary word (``count_words``)."""
     rows_loaded: int
     rows_rejected: int
     dbt_status: str | None
@@ -33,17 +54,20 @@ def open_run(conn: psycopg.Connection[Any], trigger: str, instance: str) -> int:
 
 
 def close_run(conn: psycopg.Connection[Any], run_id: int, totals: RunTotals) -> None:
+    file_columns = sql.SQL(", ").join(
+        sql.SQL("{} = {}").format(sql.Identifier(f"files_{w}"), sql.Placeholder()) for w in WORDS
+    )
+    statement = sql.SQL(
+        """UPDATE ops.pipeline_runs SET finished_at = clock_timestamp(), status = %s, {},
+               rows_loaded = %s, rows_rejected = %s, dbt_status = %s, error_summary = %s
+           WHERE run_id = %s"""
+    ).format(file_columns)
     with conn.transaction():
         conn.execute(
-            """UPDATE ops.pipeline_runs SET finished_at = clock_timestamp(), status = %s,
-                   files_loaded = %s, files_skipped = %s, files_failed = %s, rows_loaded = %s,
-                   rows_rejected = %s, dbt_status = %s, error_summary = %s
-               WHERE run_id = %s""",
+            statement,
             (
                 totals.status,
-                totals.files_loaded,
-                totals.files_skipped,
-                totals.files_failed,
+                *(totals.files.get(w, 0) for w in WORDS),
                 totals.rows_loaded,
                 totals.rows_rejected,
                 totals.dbt_status,
@@ -57,7 +81,8 @@ def recent_runs(conn: psycopg.Connection[Any], limit: int = 10) -> list[dict[str
     with conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
         rows = cur.execute(
             """SELECT run_id, trigger, instance, started_at, finished_at, status, files_loaded,
-                      files_skipped, files_failed, rows_loaded, rows_rejected, dbt_status, error_summary
+                      files_duplicate, files_ignored, files_rejected, files_failed, files_pending,
+                      files_unchanged, rows_loaded, rows_rejected, dbt_status, error_summary
                FROM ops.pipeline_runs ORDER BY run_id DESC LIMIT %s""",
             (limit,),
         ).fetchall()

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
-from collections import Counter
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+from watcher.inventory import no_routed_file_hint
 from watcher.manifest import ManifestEntry
 from watcher.pipeline import PassResult
+from watcher.quality import TableQuality
+from watcher.runs import WORDS, count_words, word
 
 
 def pass_as_dict(result: PassResult) -> dict[str, Any]:
@@ -19,13 +22,13 @@ def pass_as_dict(result: PassResult) -> dict[str, Any]:
         "status": result.status,
         "exit_code": result.exit_code,
         "duration_s": round(result.duration_s, 3),
-        "counts": dict(Counter(o.outcome for o in result.outcomes)),
+        "counts": {w: n for w, n in count_words(o.outcome for o in result.outcomes).items() if n},
         "rows_loaded": result.rows_loaded,
         "rows_rejected": result.rows_rejected,
         "files": [
             {
                 "path": o.relative,
-                "outcome": o.outcome,
+                "outcome": word(o.outcome),
                 "table": o.table,
                 "sha256": o.sha256,
                 "rows_loaded": o.rows_loaded,
@@ -58,21 +61,23 @@ def pass_as_dict(result: PassResult) -> dict[str, Any]:
 
 
 def pass_as_text(result: PassResult) -> str:
-    counts: Counter[str] = Counter(o.outcome for o in result.outcomes)
-    order = ("loaded", "skipped", "duplicate", "ignored", "rejected", "failed", "busy")
-    parts = [f"{counts[k]} {k}" for k in order if counts[k]]
+    counts = count_words(o.outcome for o in result.outcomes)
+    parts = [f"{counts[w]} {w}" for w in WORDS if counts[w]]
     lines = [
         f"run {result.run_id or '-'} ({result.trigger}): {result.status} in {result.duration_s:.1f}s"
         f" — {', '.join(parts) or 'nothing to do'}; {result.rows_loaded:,} rows loaded"
         + (f", {result.rows_rejected:,} rows rejected" if result.rows_rejected else "")
     ]
     for o in result.outcomes:
-        if o.outcome == "loaded":
+        status = word(o.outcome)
+        if status == "loaded":
             lines.append(f"  loaded    {o.relative} → raw.{o.table}: {o.rows_loaded:,} rows")
-        elif o.outcome in ("rejected", "failed", "duplicate", "ignored"):
-            lines.append(f"  {o.outcome:<9} {o.relative}: {o.reason}")
+        elif status in ("rejected", "failed", "duplicate", "ignored", "pending"):
+            lines.append(f"  {status:<9} {o.relative}: {o.reason}")
         if o.warnings:
             lines.append(f"  warning   {o.relative}: {o.warnings}")
+    if result.outcomes and all(o.table is None and o.outcome == "ignored" for o in result.outcomes):
+        lines.append(f"hint: {no_routed_file_hint()}")
     if result.build is not None:
         b = result.build
         models = (
@@ -98,7 +103,9 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
 
 
-def status_as_dict(entries: list[ManifestEntry], recent: list[dict[str, Any]]) -> dict[str, Any]:
+def status_as_dict(
+    entries: list[ManifestEntry], recent: list[dict[str, Any]], quality: Sequence[TableQuality] = ()
+) -> dict[str, Any]:
     return {
         "files": [
             {
@@ -115,28 +122,92 @@ def status_as_dict(entries: list[ManifestEntry], recent: list[dict[str, Any]]) -
             }
             for e in entries
         ],
+        "quality": [q.as_dict() for q in quality],
         "runs": [{k: (_iso(v) if isinstance(v, datetime) else v) for k, v in r.items()} for r in recent],
     }
 
 
-def status_as_text(entries: list[ManifestEntry], recent: list[dict[str, Any]]) -> str:
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]], right: frozenset[int]) -> list[str]:
+    """Rows under a header, each column as wide as its widest cell; numbers (``right``) right-aligned."""
+    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows, strict=True)]
+
+    def line(cells: Sequence[str]) -> str:
+        return (
+            "  "
+            + "  ".join(
+                cell.rjust(width) if i in right else cell.ljust(width)
+                for i, (cell, width) in enumerate(zip(cells, widths, strict=True))
+            ).rstrip()
+        )
+
+    return [line(header), *(line(r) for r in rows)]
+
+
+def _when(value: datetime | None) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%S") if value else "-"
+
+
+def status_as_text(
+    entries: list[ManifestEntry], recent: list[dict[str, Any]], quality: Sequence[TableQuality] = ()
+) -> str:
     lines = [f"{len(entries)} files known"]
-    for e in entries:
-        sha = (e.source_sha256 or "")[:12]
-        when = e.loaded_at.strftime("%Y-%m-%d %H:%M:%S") if e.loaded_at else "-"
-        detail = e.error_reason or ""
-        lines.append(
-            f"  {e.status:<9} {e.source_path}  {sha:<12} {e.target_table or '-':<15}"
-            f" rows={e.rows_loaded:<8} rejected={e.rows_rejected:<6} loaded_at={when}  {detail}".rstrip()
-        )
-    lines.append("recent runs")
-    for r in recent:
-        started = r["started_at"].strftime("%Y-%m-%d %H:%M:%S") if r["started_at"] else "-"
-        lines.append(
-            f"  #{r['run_id']:<5} {r['trigger']:<9} {r['status']:<8} {started}  loaded={r['files_loaded']}"
-            f" skipped={r['files_skipped']} failed={r['files_failed']} rows={r['rows_loaded']}"
-            f" dbt={r['dbt_status'] or '-'}" + (f"  {r['error_summary']}" if r["error_summary"] else "")
-        )
+    if entries:
+        rows = [
+            [
+                e.status,
+                e.source_path,
+                (e.source_sha256 or "")[:12],
+                e.target_table or "-",
+                f"{e.rows_loaded:,}",
+                f"{e.rows_rejected:,}",
+                _when(e.loaded_at),
+                e.error_reason or "",
+            ]
+            for e in entries
+        ]
+        header = ["status", "path", "sha256", "table", "rows", "rejected", "loaded at", "reason"]
+        lines += _table(header, rows, frozenset({4, 5}))
+    if quality:
+        lines += ["", "data quality (rows per raw table)"]
+        header = [
+            "table",
+            "raw rows",
+            "kept",
+            "exact duplicates collapsed",
+            "superseded by a newer export",
+            "rejected",
+        ]
+        rows = [
+            [
+                q.table,
+                f"{q.raw_rows:,}",
+                f"{q.kept_rows:,}",
+                f"{q.exact_duplicates:,}",
+                f"{q.superseded:,}",
+                f"{q.rejected_rows:,}",
+            ]
+            for q in quality
+        ]
+        lines += _table(header, rows, frozenset({1, 2, 3, 4, 5}))
+    lines += ["", "recent runs"]
+    if recent:
+        header = ["run", "trigger", "status", "started", *WORDS, "rows", "dbt", "errors"]
+        rows = [
+            [
+                f"#{r['run_id']}",
+                r["trigger"],
+                r["status"],
+                _when(r["started_at"]),
+                *(str(r.get(f"files_{w}", 0)) for w in WORDS),
+                f"{r['rows_loaded']:,}",
+                r["dbt_status"] or "-",
+                r["error_summary"] or "",
+            ]
+            for r in recent
+        ]
+        lines += _table(header, rows, frozenset(range(4, 5 + len(WORDS))))
+    else:
+        lines.append("  none yet")
     return "\n".join(lines)
 
 

@@ -300,7 +300,7 @@ def test_rejections_reach_the_metrics_and_the_runs_table(migrated_url: str, tmp_
     assert value("wearable_rows_rejected_total", {"table": "daily_activity"}) == 1
     with psycopg.connect(migrated_url) as conn:
         row = conn.execute(
-            "SELECT status, files_failed, rows_rejected, error_summary FROM ops.pipeline_runs"
+            "SELECT status, files_rejected, rows_rejected, error_summary FROM ops.pipeline_runs"
         ).fetchone()
     assert row is not None
     assert row[:3] == ("partial", 1, 1)

@@ -152,7 +152,7 @@ def test_touched_file_with_same_content_is_skipped(tmp_path: Path, database_url:
     assert once_json(lake, database_url, "--no-dbt")[0] == 0
     path.write_bytes(path.read_bytes())  # new modification time, same bytes
     code, result = once_json(lake, database_url, "--no-dbt")
-    assert code == 0 and result["counts"] == {"skipped": 1}
+    assert code == 0 and result["counts"] == {"unchanged": 1}
     assert counts(database_url) == {"daily": 5, "sleep": 0, "loads": 1}
 
 
