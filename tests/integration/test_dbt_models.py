@@ -111,8 +111,7 @@ def test_fitbit_partial_days_reliable_weeks_daily_view_and_sleep_efficiency(
             ).fetchall()
         )
         worn_0511 = conn.execute(
-            "SELECT count(*) FROM marts.user_daily_activity"
-            " WHERE activity_date = '2016-05-11' AND steps > 0"
+            "SELECT count(*) FROM marts.user_daily_activity WHERE activity_date = '2016-05-11' AND steps > 0"
         ).fetchone()
         sleep_rows = conn.execute(
             "SELECT sleep_minutes, time_in_bed_minutes, sleep_efficiency FROM marts.user_daily_activity"
