@@ -201,3 +201,27 @@ def test_plot_is_a_png(tmp_path: Path) -> None:
     path = tmp_path / "trend.png"
     draw(sample_report(), path)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_plot_hatches_the_weeks_seen_by_too_few_users() -> None:
+    pytest.importorskip("matplotlib")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from watcher.report_plot import build_figure
+
+    figure = build_figure(sample_report())
+    try:
+        hatched = [
+            (axes_index, patch.get_x())
+            for axes_index, axes in enumerate(figure.axes)
+            for patch in axes.patches
+            if patch.get_hatch() == "//"
+        ]
+        labels = [t.get_text() for t in figure.axes[1].get_legend().get_texts()]
+    finally:
+        plt.close(figure)
+    assert sorted(hatched) == [(0, 4.5), (1, 4.5)]  # week 5 (4 users), in both panels
+    assert "too few users (< 10)" in labels
