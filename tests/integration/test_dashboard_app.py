@@ -334,6 +334,25 @@ def test_engagement_dashboard_queries_run_against_the_marts(marts: Marts) -> Non
                 assert x_fields[title] in columns, f"{title}: no column {x_fields[title]}"
 
 
+def test_engagement_kpi_row_is_the_latest_reliable_week(marts: Marts) -> None:
+    board = json.loads(ENGAGEMENT_DASHBOARD.read_text())
+    kpi = {p["title"]: p["targets"][0]["rawSql"] for p in board["panels"] if p["type"] == "stat"}
+    latest = latest_reliable_week(marts.url)
+    with psycopg.connect(marts.url) as conn:
+        level = conn.execute(kpi["Cohort median and IQR, latest reliable week"].encode()).fetchone()
+        degrading = conn.execute(kpi["Users degrading, latest reliable week"].encode()).fetchone()
+        week = conn.execute(kpi["Latest reliable week: week and users observed"].encode()).fetchone()
+        last_week = conn.execute("SELECT max(week_number) FROM marts.cohort_weekly_engagement").fetchone()
+    assert level == (
+        latest["median_pct_of_baseline"],
+        latest["p25_pct_of_baseline"],
+        latest["p75_pct_of_baseline"],
+    )
+    assert degrading == (latest["share_degrading"],)
+    assert week == (latest["week_number"], latest["users_observed"])
+    assert last_week is not None and last_week[0] > latest["week_number"]  # a thinner week exists
+
+
 # --- the page in a real headless Chromium, driven by Playwright -----------------------------
 #
 # Chromium's own --screenshot fires at the load event, before Streamlit's websocket has delivered
