@@ -99,12 +99,26 @@ class CohortTrend:
 
 
 @dataclass(frozen=True)
+class TableQuality:
+    """What became of one raw table's rows (sums of marts.user_data_quality)."""
+
+    raw_table: str
+    raw_rows: int
+    kept_rows: int
+    superseded_rows: int
+    duplicate_rows: int
+    conflicting_rows: int
+    partial_days: int | None  # days left out of the answer as partial; None: not applicable
+
+
+@dataclass(frozen=True)
 class Report:
     class_counts: dict[str, int]
     weeks: list[CohortWeek]
     worst: list[DecliningUser]
     # each user's weekly percent of baseline, for the weeks the cohort trend compares
     trend_values: dict[int, list[float]] = field(default_factory=dict)
+    quality: list[TableQuality] = field(default_factory=list)
 
     @property
     def users(self) -> int:
@@ -120,7 +134,7 @@ def _mart(name: str) -> sql.Identifier:
 
 
 def _require_marts(conn: psycopg.Connection[Any]) -> None:
-    needed = ("cohort_weekly_engagement", "user_engagement_trend")
+    needed = ("cohort_weekly_engagement", "user_engagement_trend", "user_data_quality")
     for name in needed:
         found = conn.execute("SELECT to_regclass(%s)", (f"{MARTS_SCHEMA}.{name}",)).fetchone()
         if found is None or found[0] is None:
@@ -158,7 +172,29 @@ def fetch_report(conn: psycopg.Connection[Any], *, limit: int) -> Report:
         " WHERE trend_class = 'degrading' ORDER BY trend_ratio, user_id LIMIT %s"
     ).format(_mart("user_engagement_trend"))
     worst = [DecliningUser(*row) for row in conn.execute(worst_query, (max(0, limit),))]
-    return Report(counts, weeks, worst, trend_values)
+    return Report(counts, weeks, worst, trend_values, fetch_quality(conn))
+
+
+def fetch_quality(conn: psycopg.Connection[Any]) -> list[TableQuality]:
+    """Per raw table: rows kept, and rows and days left out of the answer, with the reason."""
+    query = sql.SQL(
+        "SELECT raw_table, sum(raw_rows), sum(kept_rows), sum(superseded_rows), sum(duplicate_rows),"
+        " sum(conflicting_rows), sum(partial_days) FROM {} GROUP BY raw_table ORDER BY raw_table"
+    ).format(_mart("user_data_quality"))
+    quality = []
+    for table, raw, kept, superseded, duplicate, conflicting, partial in conn.execute(query):
+        quality.append(
+            TableQuality(
+                raw_table=str(table),
+                raw_rows=int(raw),
+                kept_rows=int(kept),
+                superseded_rows=int(superseded),
+                duplicate_rows=int(duplicate),
+                conflicting_rows=int(conflicting),
+                partial_days=None if partial is None else int(partial),
+            )
+        )
+    return quality
 
 
 def latest_reliable_week(weeks: list[CohortWeek]) -> CohortWeek | None:
@@ -281,7 +317,24 @@ def format_text(report: Report) -> str:
             f" of baseline (ratio {user.trend_ratio:.2f}, {user.late_active_days} active days"
             f" of the last 14, last seen {user.last_observed_date})"
         )
+    lines += ["", *_quality_lines(report.quality)]
     return "\n".join(lines)
+
+
+def _quality_lines(quality: list[TableQuality]) -> list[str]:
+    lines = ["Data quality (raw rows left out of the answer, and why):"]
+    if not quality:
+        lines.append("  no rows yet")
+    for table in quality:
+        days = table.partial_days
+        partial = "" if days is None else f"; {days} partial day{'' if days == 1 else 's'} left out"
+        lines.append(
+            f"  {table.raw_table}: {table.raw_rows} rows, {table.kept_rows} kept;"
+            f" {table.superseded_rows} superseded by a newer export,"
+            f" {table.duplicate_rows} exact duplicates collapsed,"
+            f" {table.conflicting_rows} conflicting in one file{partial}"
+        )
+    return lines
 
 
 def as_json_dict(report: Report) -> dict[str, Any]:
@@ -301,6 +354,7 @@ def as_json_dict(report: Report) -> dict[str, Any]:
             "mean_and_median_disagree": trend.disagree,
         },
         "weeks": [asdict(w) for w in report.weeks],
+        "data_quality": {q.raw_table: asdict(q) for q in report.quality},
         "worst_declining": [
             {**asdict(u), "last_observed_date": _iso(u.last_observed_date)} for u in report.worst
         ],

@@ -98,7 +98,7 @@ def _fitbit_built(url: str, fitbit_dir: Path, target: Path) -> None:
     run_dbt(url, ["build"], target_path=target)
 
 
-def test_fitbit_partial_days_reliable_weeks_daily_view_and_sleep_efficiency(
+def test_fitbit_partial_days_reliable_weeks_daily_view_sleep_efficiency_and_quality(
     migrated_url: str, fitbit_dir: Path, tmp_path: Path
 ) -> None:
     _fitbit_built(migrated_url, fitbit_dir, tmp_path / "target")
@@ -123,6 +123,14 @@ def test_fitbit_partial_days_reliable_weeks_daily_view_and_sleep_efficiency(
             "SELECT activity_date, steps_pct_of_baseline FROM marts.user_activity_deviation"
             " WHERE is_complete_day AND steps_pct_of_baseline IS NOT NULL"
         ).fetchall()
+        quality = {
+            row[0]: row[1:]
+            for row in conn.execute(
+                "SELECT raw_table, sum(raw_rows)::int, sum(kept_rows)::int, sum(superseded_rows)::int,"
+                " sum(duplicate_rows)::int, sum(conflicting_rows)::int, sum(partial_days)::int"
+                " FROM marts.user_data_quality GROUP BY raw_table"
+            )
+        }
         daily = {
             row[0]: row[1:]
             for row in conn.execute(
@@ -144,6 +152,13 @@ def test_fitbit_partial_days_reliable_weeks_daily_view_and_sleep_efficiency(
             assert efficiency is None
         else:
             assert efficiency == pytest.approx(asleep / in_bed, abs=1e-12)
+
+    # what was left out, and why: the older export's 24 rows of 4/12, the sleep file's 3 exact
+    # duplicates, the 21 partial days of 5/12
+    assert quality == {
+        "daily_activity": (1397, 1373, 24, 0, 0, 21),
+        "sleep": (413, 410, 0, 3, 0, None),
+    }
 
     single = [w for w in weeks if w[1] == 1]
     assert single, "the Fitbit set has weeks seen by one user"

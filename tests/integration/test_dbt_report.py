@@ -33,7 +33,11 @@ def _users() -> list[tuple[object, ...]]:
 def test_report_prints_classes_and_the_worst_decliner(
     migrated_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    # an older export, loaded first: user 1's days 0-4 again (exact duplicates of the newer
+    # export's), his day 5 partial (superseded), and user 2's day 3 again (a duplicate)
+    older = [_day(1, d, 10000 + (d % 3) * 100) for d in range(5)] + [_day(1, 5, 300), _day(2, 3, 10000)]
     with psycopg.connect(migrated_url) as conn:
+        load_file(conn, "daily_activity", "old/dailyActivity_merged.csv", older)
         load_file(conn, "daily_activity", "export/dailyActivity_merged.csv", _users())
     # a small cohort: a week is reliable with 2 users (the default minimum is 10)
     run_dbt(migrated_url, ["build", "--vars", "{cohort_min_users: 2}"], target_path=tmp_path / "target")
@@ -63,6 +67,10 @@ def test_report_prints_classes_and_the_worst_decliner(
     assert "Engagement is degrading for 1 of 3 users with enough data (33%)." in text
     assert "Cohort level, week 5 (the latest reliable week, 3 users): median " in text
     assert "Cohort trend, weeks 0-1 to weeks 4-5:" in text
+    assert (
+        "  daily_activity: 171 rows, 164 kept; 1 superseded by a newer export, 6 exact duplicates"
+        " collapsed, 0 conflicting in one file; 1 partial day left out"  # the loner's day 69
+    ) in text
     assert plot.read_bytes()[:4] == b"\x89PNG"
 
 

@@ -15,6 +15,7 @@ from watcher.report import (
     DecliningUser,
     Level,
     Report,
+    TableQuality,
     as_json_dict,
     cohort_trend,
     format_text,
@@ -73,7 +74,11 @@ def sample_report(trend_values: dict[int, list[float]] | None = None) -> Report:
     counts = {"consistent": 20, "degrading": 10, "improving": 6, "insufficient_data": 4}
     if trend_values is None:
         trend_values = {0: EARLY[:6], 1: EARLY[6:], 3: LATE[:5], 4: LATE[5:]}
-    return Report(counts, weeks, worst, trend_values)
+    quality = [
+        TableQuality("daily_activity", 1397, 1373, 24, 0, 0, 21),
+        TableQuality("sleep", 413, 410, 0, 3, 0, None),
+    ]
+    return Report(counts, weeks, worst, trend_values, quality)
 
 
 def test_level_quartiles_interpolate_like_percentile_cont() -> None:
@@ -150,9 +155,21 @@ def test_text_without_reliable_weeks_classified_users_or_decliners() -> None:
     assert "No user has enough data for a trend yet." in text
     assert "no week is seen by enough users to speak for the cohort yet" in text
     assert "not enough reliable weeks" in text
-    assert text.rstrip().endswith("none")
+    assert "Worst-declining users (last 14 days against the first 14):\n  none" in text
+    assert text.rstrip().endswith("no rows yet")
     thin = Report(empty.class_counts, [week(0, 3, 1.0)], [])
     assert "no week is seen by enough users (at least 10)" in format_text(thin)
+
+
+def test_text_says_what_was_left_out_of_each_table() -> None:
+    lines = format_text(sample_report()).splitlines()
+    assert lines[-3:] == [
+        "Data quality (raw rows left out of the answer, and why):",
+        "  daily_activity: 1397 rows, 1373 kept; 24 superseded by a newer export, 0 exact duplicates"
+        " collapsed, 0 conflicting in one file; 21 partial days left out",
+        "  sleep: 413 rows, 410 kept; 0 superseded by a newer export, 3 exact duplicates collapsed,"
+        " 0 conflicting in one file",
+    ]
 
 
 def test_json_holds_the_same_answer() -> None:
@@ -167,6 +184,9 @@ def test_json_holds_the_same_answer() -> None:
     assert trend["mean_and_median_disagree"] is True
     assert len(data["weeks"]) == 6
     assert data["weeks"][5]["is_reliable"] is False
+    assert data["data_quality"]["daily_activity"]["superseded_rows"] == 24
+    assert data["data_quality"]["daily_activity"]["partial_days"] == 21
+    assert data["data_quality"]["sleep"]["duplicate_rows"] == 3
     assert data["worst_declining"][0] == {
         "user_id": 4000000001,
         "trend_ratio": 0.31,
