@@ -60,6 +60,12 @@ QUERIES: dict[str, sql.SQL] = {
     "date_bounds": sql.SQL(
         "SELECT min(activity_date) AS first, max(activity_date) AS last FROM marts.cohort_daily_engagement"
     ),
+    "quality": sql.SQL(
+        "SELECT raw_table, sum(raw_rows) AS raw_rows, sum(kept_rows) AS kept, "
+        "sum(superseded_rows) AS superseded, sum(duplicate_rows) AS duplicates, "
+        "sum(conflicting_rows) AS conflicting, sum(partial_days) AS partial_days "
+        "FROM marts.user_data_quality GROUP BY raw_table ORDER BY raw_table"
+    ),
     "volume": sql.SQL(
         "SELECT activity_date, row_count, trailing_7d_mean, deviation, is_anomaly "
         "FROM marts.daily_volume_anomaly ORDER BY activity_date"
@@ -348,6 +354,33 @@ def daily_view_charts(days: pd.DataFrame) -> list[alt.Chart | alt.LayerChart]:
     ]
 
 
+def render_quality(url: str) -> None:
+    """Per raw table: rows kept, and rows and days left out of the answer, with the reason."""
+    st.subheader("Data quality")
+    quality = fetch(url, "quality")
+    if quality.empty:
+        st.info("No rows yet.")
+        return
+    st.dataframe(
+        quality,
+        hide_index=True,
+        width="stretch",
+        column_config={
+            "raw_table": st.column_config.TextColumn("table"),
+            "raw_rows": st.column_config.NumberColumn("raw rows"),
+            "superseded": st.column_config.NumberColumn("superseded by a newer export"),
+            "duplicates": st.column_config.NumberColumn("exact duplicates collapsed"),
+            "conflicting": st.column_config.NumberColumn("conflicting in one file"),
+            "partial_days": st.column_config.NumberColumn("partial days left out"),
+        },
+    )
+    st.caption(
+        "Of the raw rows of a user and day one is kept, the newest export's; the others are left "
+        "out. A partial day (the day an export was taken) stays visible per user but counts in no "
+        "baseline, trend or cohort figure until a later export covers it."
+    )
+
+
 def render_volume(url: str) -> None:
     """Rows per calendar date against the trailing 7-day mean; flagged dates in red."""
     st.subheader("Data volume per day")
@@ -464,7 +497,11 @@ def render(url: str) -> None:
     with right:
         render_trend_shares(trends)
     render_daily_view(url, trends)
-    render_volume(url)
+    volume, quality = st.columns([3, 2])
+    with volume:
+        render_volume(url)
+    with quality:
+        render_quality(url)
     render_drilldown(url, trends)
     render_last_run(url)
 

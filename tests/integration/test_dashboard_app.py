@@ -190,6 +190,7 @@ def test_page_shows_cohort_trend_classes_and_a_user(marts: Marts, app_env: pytes
         "Users by trend class",
         "Cohort by calendar day",
         "Data volume per day",
+        "Data quality",
         "One user",
     ]
     shares = at.dataframe[0].value
@@ -212,10 +213,18 @@ def test_page_shows_cohort_trend_classes_and_a_user(marts: Marts, app_env: pytes
     assert list(select.options) == [f"{p.user_id} ({PROFILE_CLASS[p.profile]})" for p in marts.plans]
 
     declining = next(p for p in marts.plans if p.profile == "declining")
+    quality = at.dataframe[1].value.set_index("raw_table")
+    with psycopg.connect(marts.url) as conn:
+        days = conn.execute(
+            "SELECT count(*), count(*) FILTER (WHERE NOT is_complete_day) FROM marts.user_daily_activity"
+        ).fetchone()
+    assert days is not None and days[1] > 0
+    assert (quality.loc["daily_activity", "kept"], quality.loc["daily_activity", "partial_days"]) == days
+
     select.set_value(declining.user_id).run()
     assert not at.exception
     assert f"**User {declining.user_id} (degrading)**" in [m.value for m in at.markdown]
-    weekly = at.dataframe[1].value
+    weekly = at.dataframe[2].value
     assert list(weekly["week_number"]) == list(range(9))  # 60 days from the first active day
     assert weekly["mean_pct_of_baseline"].iloc[0] > 80  # shown in percent
     assert weekly["mean_pct_of_baseline"].iloc[-1] < 60
@@ -362,7 +371,7 @@ PAGE_DRAWN_JS = """() => {
   const count = (s) => document.querySelectorAll(s).length;
   return count('[data-testid="stMetric"]') >= 5
     && count('[data-testid="stVegaLiteChart"] canvas, [data-testid="stVegaLiteChart"] svg') >= 7
-    && count('[data-testid="stDataFrame"]') >= 2
+    && count('[data-testid="stDataFrame"]') >= 3
     && count('[data-testid="stException"]') === 0;
 }"""
 WINDOW = (1400, 2000)
@@ -487,3 +496,4 @@ def test_the_page_in_chromium_on_the_fitbit_export(
     assert view.metrics["Users observed"] == "28"
     assert not any(label.startswith("Cohort median, week 8") for label in view.metrics)
     assert any("Mean and median fall on opposite sides of baseline" in c for c in view.captions)
+    assert any("the newest (2016-05-12, 21 rows) is not." in c for c in view.captions)
