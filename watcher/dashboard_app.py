@@ -368,10 +368,10 @@ def render_quality(url: str) -> None:
         column_config={
             "raw_table": st.column_config.TextColumn("table"),
             "raw_rows": st.column_config.NumberColumn("raw rows"),
-            "superseded": st.column_config.NumberColumn("superseded by a newer export"),
-            "duplicates": st.column_config.NumberColumn("exact duplicates collapsed"),
-            "conflicting": st.column_config.NumberColumn("conflicting in one file"),
-            "partial_days": st.column_config.NumberColumn("partial days left out"),
+            "superseded": st.column_config.NumberColumn("superseded", help="by a newer export"),
+            "duplicates": st.column_config.NumberColumn("duplicates", help="exact duplicates collapsed"),
+            "conflicting": st.column_config.NumberColumn("conflicting", help="other values in one file"),
+            "partial_days": st.column_config.NumberColumn("partial days", help="left out of the answer"),
         },
     )
     st.caption(
