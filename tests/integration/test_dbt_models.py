@@ -202,6 +202,33 @@ def test_fitbit_cutting_the_partial_last_day_changes_no_trend_class(
     assert after == before
 
 
+def _volume_test_status(result: object) -> str:
+    statuses = {
+        r.node.name: str(r.status)
+        for r in result.result.results  # type: ignore[attr-defined]
+        if r.node.name == "newest_day_volume_is_not_anomalous"
+    }
+    return statuses["newest_day_volume_is_not_anomalous"]
+
+
+def test_a_thin_newest_day_warns_without_failing_the_build(migrated_url: str, tmp_path: Path) -> None:
+    rng = random.Random(21)
+    target = tmp_path / "target"
+    with psycopg.connect(migrated_url) as conn:
+        load_file(conn, "daily_activity", "a.csv", _activity_rows(rng, range(1, 13), range(0, 20)))
+    assert _volume_test_status(run_dbt(migrated_url, ["build"], target_path=target)) == "pass"
+    with psycopg.connect(migrated_url) as conn:
+        # the next drop carries 3 of the 12 users: 75 % below the trailing mean
+        load_file(conn, "daily_activity", "b.csv", _activity_rows(rng, range(1, 4), range(20, 21)))
+    result = run_dbt(migrated_url, ["build"], target_path=target)  # raises if anything failed
+    assert _volume_test_status(result) == "warn"
+    with psycopg.connect(migrated_url) as conn:
+        newest = conn.execute(
+            "SELECT row_count, is_anomaly FROM marts.daily_volume_anomaly ORDER BY activity_date DESC LIMIT 1"
+        ).fetchone()
+    assert newest == (3, True)
+
+
 # --- incremental builds --------------------------------------------------------------------
 
 START = dt.date(2016, 1, 4)
