@@ -50,6 +50,9 @@ MARTS = (
     "user_weekly_engagement",
     "user_engagement_trend",
     "cohort_weekly_engagement",
+    "cohort_daily_engagement",
+    "daily_volume_anomaly",
+    "user_data_quality",
 )
 FIRST_USER = 4_000_000_000
 START_DATE = "2014-01-01"

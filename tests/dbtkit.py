@@ -51,6 +51,9 @@ MART_KEYS = {
     "user_weekly_engagement": ("user_id", "week_number"),
     "user_engagement_trend": ("user_id",),
     "cohort_weekly_engagement": ("week_number",),
+    "cohort_daily_engagement": ("activity_date",),
+    "daily_volume_anomaly": ("activity_date",),
+    "user_data_quality": ("user_id", "raw_table"),
 }
 
 _dbt_lock = threading.Lock()  # dbtRunner must never run two invocations at once in one process

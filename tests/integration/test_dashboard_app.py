@@ -3,16 +3,16 @@
 A module fixture generates the sample export (12 users, 60 days: three users of each profile),
 loads it with the real pipeline (`python -m watcher watch --once`, dbt included) into a database
 of its own, and the page, its screenshot and the dashboard's SQL all read the marts dbt built.
+The page is also opened in a real headless Chromium (Debian's ``chromium``, driven by
+Playwright) against those marts and against the marts of the real Fitbit export.
 """
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import fcntl
+import datetime as dt
 import json
 import os
-import select
 import shutil
 import socket
 import struct
@@ -33,7 +33,8 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from streamlit.testing.v1 import AppTest
 
-from watcher.dashboard_app import TREND_CLASSES, headline, trend_shares
+from tests.dbtkit import load_fitbit, run_dbt
+from watcher.dashboard_app import TREND_CLASSES, fetch, headline, trend_shares
 from watcher.sample_data import UserPlan, generate, plan_users
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -88,11 +89,13 @@ def marts(pg_admin_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
-def latest_cohort_week(url: str) -> dict[str, Any]:
+def latest_reliable_week(url: str) -> dict[str, Any]:
     with psycopg.connect(url) as conn:
         cur = conn.execute(
-            "SELECT week_number, users_active, mean_pct_of_baseline, share_degrading"
-            " FROM marts.cohort_weekly_engagement ORDER BY week_number DESC LIMIT 1"
+            "SELECT week_number, users_observed, median_pct_of_baseline, p25_pct_of_baseline,"
+            " p75_pct_of_baseline, share_degrading, reliable_min_users"
+            " FROM marts.cohort_weekly_engagement WHERE is_reliable"
+            " ORDER BY week_number DESC LIMIT 1"
         )
         row = cur.fetchone()
         assert row is not None
@@ -130,18 +133,36 @@ def test_trend_shares_of_nobody_is_zero() -> None:
     assert list(shares["share"]) == [0.0, 0.0, 0.0, 0.0]
 
 
-def test_headline_takes_the_latest_week() -> None:
-    cohort = pd.DataFrame(
+def cohort_frame(reliable: list[bool]) -> pd.DataFrame:
+    weeks = len(reliable)
+    return pd.DataFrame(
         {
-            "week_number": [2, 1],
-            "users_active": [9, 10],
-            "mean_pct_of_baseline": [0.8, 1.0],
-            "share_degrading": [0.3, 0.0],
+            "week_number": list(range(weeks))[::-1],
+            "users_observed": [12 - w for w in range(weeks)][::-1],
+            "users_active": [12 - w for w in range(weeks)][::-1],
+            "mean_pct_of_baseline": [1.0 + w / 10 for w in range(weeks)][::-1],
+            "median_pct_of_baseline": [1.0 - w / 10 for w in range(weeks)][::-1],
+            "p25_pct_of_baseline": [0.7] * weeks,
+            "p75_pct_of_baseline": [1.2] * weeks,
+            "is_reliable": reliable[::-1],
+            "reliable_min_users": [10] * weeks,
+            "share_degrading": [w / 10 for w in range(weeks)][::-1],
         }
     )
-    head = headline(cohort, pd.DataFrame({"user_id": range(10), "trend_class": ["x"] * 10}))
-    assert (head.users, head.latest_week, head.users_active) == (10, 2, 9)
-    assert (head.latest_pct_of_baseline, head.latest_share_degrading) == (0.8, 0.3)
+
+
+def test_headline_takes_the_latest_reliable_week() -> None:
+    trends = pd.DataFrame({"user_id": range(12), "trend_class": ["x"] * 12})
+    head = headline(cohort_frame([True, True, True, False]), trends)  # week 3: 9 users
+    assert (head.users, head.latest_week, head.users_observed, head.min_users) == (12, 2, 10, 10)
+    assert (head.median, head.p25, head.p75, head.mean) == (0.8, 0.7, 1.2, 1.2)
+    assert head.share_degrading == 0.2
+
+
+def test_headline_without_a_reliable_week_has_no_level() -> None:
+    trends = pd.DataFrame({"user_id": range(3), "trend_class": ["x"] * 3})
+    head = headline(cohort_frame([False, False]), trends)
+    assert (head.users, head.latest_week, head.median, head.min_users) == (3, None, None, 10)
 
 
 # --- the page against a real database -------------------------------------------------------
@@ -152,15 +173,26 @@ def test_page_shows_cohort_trend_classes_and_a_user(marts: Marts, app_env: pytes
     at = run_app()
     assert at.title[0].value == "Wearable engagement"
     metrics = {m.label: m.value for m in at.metric}
-    latest = latest_cohort_week(marts.url)
+    latest = latest_reliable_week(marts.url)
     assert metrics["Users"] == str(USERS)
-    assert metrics["Users active"] == str(latest["users_active"])
-    assert metrics[f"Cohort activity, week {latest['week_number']}"] == (
-        f"{latest['mean_pct_of_baseline']:.0%} of baseline"
+    assert metrics["Users observed"] == str(latest["users_observed"])
+    assert latest["users_observed"] >= 10
+    assert (
+        metrics[f"Cohort median, week {latest['week_number']}"] == f"{latest['median_pct_of_baseline']:.0%}"
+    )
+    assert metrics["Interquartile range"] == (
+        f"{latest['p25_pct_of_baseline']:.0%} to {latest['p75_pct_of_baseline']:.0%}"
     )
     assert metrics["Users degrading"] == f"{latest['share_degrading']:.0%}"
     subheaders = [s.value for s in at.subheader]
-    assert subheaders == ["Cohort activity against baseline", "Users by trend class", "One user"]
+    assert subheaders == [
+        "Cohort activity against baseline",
+        "Users by trend class",
+        "Cohort by calendar day",
+        "Data volume per day",
+        "Data quality",
+        "One user",
+    ]
     shares = at.dataframe[0].value
     assert dict(zip(shares["trend_class"], shares["users"], strict=True)) == {
         "consistent": 3,
@@ -168,15 +200,31 @@ def test_page_shows_cohort_trend_classes_and_a_user(marts: Marts, app_env: pytes
         "improving": 3,
         "insufficient_data": 3,
     }
-    assert len(at.get("vega_lite_chart")) == 3
+    assert len(at.get("vega_lite_chart")) == 7
+    slider = at.slider(key="min_baseline_days")
+    assert (slider.min, slider.max, slider.value) == (1, 14, 10)
+    daily_user = at.selectbox(key="daily_user")
+    assert daily_user.options[0] == "All users"
+    daily_user.set_value(marts.plans[0].user_id).run()
+    assert not at.exception
+    slider.set_value(1).run()
+    assert not at.exception
     select = at.selectbox(key="user_id")
     assert list(select.options) == [f"{p.user_id} ({PROFILE_CLASS[p.profile]})" for p in marts.plans]
 
     declining = next(p for p in marts.plans if p.profile == "declining")
+    quality = at.dataframe[1].value.set_index("raw_table")
+    with psycopg.connect(marts.url) as conn:
+        days = conn.execute(
+            "SELECT count(*), count(*) FILTER (WHERE NOT is_complete_day) FROM marts.user_daily_activity"
+        ).fetchone()
+    assert days is not None and days[1] > 0
+    assert (quality.loc["daily_activity", "kept"], quality.loc["daily_activity", "partial_days"]) == days
+
     select.set_value(declining.user_id).run()
     assert not at.exception
     assert f"**User {declining.user_id} (degrading)**" in [m.value for m in at.markdown]
-    weekly = at.dataframe[1].value
+    weekly = at.dataframe[2].value
     assert list(weekly["week_number"]) == list(range(9))  # 60 days from the first active day
     assert weekly["mean_pct_of_baseline"].iloc[0] > 80  # shown in percent
     assert weekly["mean_pct_of_baseline"].iloc[-1] < 60
@@ -226,6 +274,27 @@ def role_url(marts: Marts, *grants: sql.SQL) -> Iterator[str]:
             conn.execute(sql.SQL("DROP ROLE {}").format(ident))
 
 
+def test_the_daily_view_with_every_baseline_is_the_daily_mart(marts: Marts) -> None:
+    """With a minimum of 1 baseline day, all dates and all users, the page's query gives the mart."""
+    with psycopg.connect(marts.url) as conn:
+        mart = conn.execute(
+            "SELECT activity_date, users_observed, median_pct_of_baseline, p25_pct_of_baseline,"
+            " p75_pct_of_baseline, share_below_80pct FROM marts.cohort_daily_engagement"
+            " ORDER BY activity_date"
+        ).fetchall()
+    first, last = mart[0][0], mart[-1][0]
+    page = fetch(marts.url, "by_day", None, min_days=1, start=first, end=last)
+    rows = [tuple(r) for r in page.itertuples(index=False)]
+    assert [r[:2] for r in rows] == [r[:2] for r in mart]
+    for got, want in zip(rows, mart, strict=True):
+        assert got[2:] == pytest.approx(want[2:], abs=1e-12), want[0]
+    one = fetch(marts.url, "by_day", marts.plans[0].user_id, min_days=1, start=first, end=last)
+    assert set(one["users_observed"]) == {1}
+    strict = fetch(marts.url, "by_day", None, min_days=14, start=first, end=first + dt.timedelta(days=9))
+    assert len(strict) <= 10
+    assert (strict["users_observed"] <= USERS).all()
+
+
 def test_page_works_for_a_read_only_role_on_the_marts(marts: Marts, app_env: pytest.MonkeyPatch) -> None:
     grants = (
         sql.SQL("GRANT USAGE ON SCHEMA marts TO {}"),
@@ -234,7 +303,7 @@ def test_page_works_for_a_read_only_role_on_the_marts(marts: Marts, app_env: pyt
     with role_url(marts, *grants) as url:
         app_env.setenv("DATABASE_URL", url)
         at = run_app()
-    assert {m.label for m in at.metric} >= {"Users", "Users degrading", "Users active"}
+    assert {m.label for m in at.metric} >= {"Users", "Users degrading", "Users observed"}
     assert not any("Last pipeline run" in c.value for c in at.caption)  # no grant on ops
 
 
@@ -274,31 +343,37 @@ def test_engagement_dashboard_queries_run_against_the_marts(marts: Marts) -> Non
                 assert x_fields[title] in columns, f"{title}: no column {x_fields[title]}"
 
 
-# --- one screenshot of the page in headless Chromium ----------------------------------------
+def test_engagement_kpi_row_is_the_latest_reliable_week(marts: Marts) -> None:
+    board = json.loads(ENGAGEMENT_DASHBOARD.read_text())
+    kpi = {p["title"]: p["targets"][0]["rawSql"] for p in board["panels"] if p["type"] == "stat"}
+    latest = latest_reliable_week(marts.url)
+    with psycopg.connect(marts.url) as conn:
+        level = conn.execute(kpi["Cohort median and IQR, latest reliable week"].encode()).fetchone()
+        degrading = conn.execute(kpi["Users degrading, latest reliable week"].encode()).fetchone()
+        week = conn.execute(kpi["Latest reliable week: week and users observed"].encode()).fetchone()
+        last_week = conn.execute("SELECT max(week_number) FROM marts.cohort_weekly_engagement").fetchone()
+    assert level == (
+        latest["median_pct_of_baseline"],
+        latest["p25_pct_of_baseline"],
+        latest["p75_pct_of_baseline"],
+    )
+    assert degrading == (latest["share_degrading"],)
+    assert week == (latest["week_number"], latest["users_observed"])
+    assert last_week is not None and last_week[0] > latest["week_number"]  # a thinner week exists
+
+
+# --- the page in a real headless Chromium, driven by Playwright -----------------------------
 #
 # Chromium's own --screenshot fires at the load event, before Streamlit's websocket has delivered
-# the page (a grey skeleton). So the test drives Chromium over the DevTools protocol on a pipe
-# (--remote-debugging-pipe: JSON messages ending in NUL on fds 3 and 4; standard library only),
-# waits until the metrics and the three charts are drawn, then captures the page.
+# the page (a grey skeleton). Playwright waits until the metrics and the charts are drawn.
 
-CHROMIUM_FLAGS = (
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--hide-scrollbars",
-)
-PAGE_DRAWN_JS = """(() => {
+PAGE_DRAWN_JS = """() => {
   const count = (s) => document.querySelectorAll(s).length;
-  return count('[data-testid="stMetric"]') >= 4
-    && count('[data-testid="stVegaLiteChart"] canvas, [data-testid="stVegaLiteChart"] svg') >= 3
-    && count('[data-testid="stDataFrame"]') >= 2
+  return count('[data-testid="stMetric"]') >= 5
+    && count('[data-testid="stVegaLiteChart"] canvas, [data-testid="stVegaLiteChart"] svg') >= 7
+    && count('[data-testid="stDataFrame"]') >= 3
     && count('[data-testid="stException"]') === 0;
-})()"""
+}"""
 WINDOW = (1400, 2000)
 
 
@@ -346,123 +421,79 @@ def streamlit_server(url: str, tmp_path: Path) -> Iterator[int]:
             stop(proc)
 
 
-def high_fds(*fds: int) -> tuple[int, ...]:
-    """The same pipes moved to descriptors above 9, so that none of them is 3 or 4 in the child."""
-    moved = tuple(fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10) for fd in fds)
-    for fd in fds:
-        os.close(fd)
-    return moved
-
-
-class DevTools:
-    """Chromium driven over --remote-debugging-pipe (commands on fd 3, replies on fd 4)."""
-
-    def __init__(self, binary: str, user_data_dir: Path, timeout: float = 60) -> None:
-        cmd_read, self._cmd_write = high_fds(*os.pipe())
-        self._reply_read, reply_write = high_fds(*os.pipe())
-        # bash, not sh: dash cannot redirect from a file descriptor above 9
-        redirect = f'exec "$0" "$@" 3<&{cmd_read} 4>&{reply_write}'
-        args = [*CHROMIUM_FLAGS, f"--user-data-dir={user_data_dir}", "--remote-debugging-pipe"]
-        with (user_data_dir.parent / "chromium.log").open("wb") as log:
-            self.proc = subprocess.Popen(
-                ["bash", "-c", redirect, binary, *args, "about:blank"],
-                pass_fds=(cmd_read, reply_write),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        os.close(cmd_read)
-        os.close(reply_write)
-        self._buffer = b""
-        self._last_id = 0
-        self._deadline = time.monotonic() + timeout
-
-    def call(self, method: str, session: str | None = None, **params: Any) -> dict[str, Any]:
-        self._last_id += 1
-        message: dict[str, Any] = {"id": self._last_id, "method": method, "params": params}
-        if session is not None:
-            message["sessionId"] = session
-        os.write(self._cmd_write, json.dumps(message).encode() + b"\0")
-        while True:
-            reply = self._next_message()
-            if reply.get("id") == self._last_id:
-                if "error" in reply:
-                    raise AssertionError(f"{method}: {reply['error']}")
-                return dict(reply["result"])
-
-    def _next_message(self) -> dict[str, Any]:
-        while b"\0" not in self._buffer:
-            ready, _, _ = select.select([self._reply_read], [], [], 1.0)
-            if time.monotonic() > self._deadline:
-                raise AssertionError("Chromium did not answer in time")
-            if ready:
-                chunk = os.read(self._reply_read, 1 << 20)
-                if not chunk:
-                    raise AssertionError("Chromium closed its DevTools pipe")
-                self._buffer += chunk
-        raw, self._buffer = self._buffer.split(b"\0", 1)
-        return dict(json.loads(raw))
-
-    def close(self) -> None:
-        with contextlib.suppress(OSError, AssertionError):
-            self.call("Browser.close")
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.proc.wait(timeout=10)
-        if self.proc.poll() is None:
-            stop(self.proc)
-        os.close(self._cmd_write)
-        os.close(self._reply_read)
-
-
-def capture_page(devtools: DevTools, url: str, timeout: float = 60) -> bytes:
-    """Open url, wait until PAGE_DRAWN_JS holds, return a PNG of the window."""
-    target = devtools.call("Target.createTarget", url="about:blank")["targetId"]
-    session = devtools.call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
-    width, height = WINDOW
-    devtools.call(
-        "Emulation.setDeviceMetricsOverride",
-        session,
-        width=width,
-        height=height,
-        deviceScaleFactor=1,
-        mobile=False,
-    )
-    devtools.call("Page.navigate", session, url=url)
-    deadline = time.monotonic() + timeout
-    while True:
-        result = devtools.call("Runtime.evaluate", session, expression=PAGE_DRAWN_JS)
-        if result["result"].get("value") is True:
-            break
-        if time.monotonic() > deadline:
-            raise AssertionError(f"the page was not drawn within {timeout:.0f} s")
-        time.sleep(0.5)
-    time.sleep(1.0)  # let the charts finish their first paint
-    shot = devtools.call("Page.captureScreenshot", session, format="png")
-    return base64.b64decode(shot["data"])
-
-
-def chromium_binary() -> str | None:
-    for name in ("chromium", "chromium-browser", "google-chrome"):
+def chromium_binary() -> str:
+    for name in ("chromium", "chromium-browser"):
         if found := shutil.which(name):
             return found
-    return None
+    pytest.skip("no Chromium on PATH (Debian package: chromium)")
+
+
+@dataclass(frozen=True)
+class PageView:
+    png: bytes
+    metrics: dict[str, str]
+    captions: list[str]
+
+
+def open_page(url: str, tmp_path: Path, timeout_ms: int = 90_000) -> PageView:
+    """Serve the page on the marts at url, open it in headless Chromium, wait until drawn."""
+    from playwright.sync_api import sync_playwright
+
+    chromium = chromium_binary()
+    with streamlit_server(url, tmp_path) as port, sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox", "--disable-gpu"])
+        try:
+            width, height = WINDOW
+            page = browser.new_page(viewport={"width": width, "height": height})
+            page.goto(f"http://127.0.0.1:{port}/", timeout=timeout_ms)
+            page.wait_for_function(PAGE_DRAWN_JS, timeout=timeout_ms)
+            page.wait_for_timeout(1000)  # let the charts finish their first paint
+            metrics = {}
+            for metric in page.locator('[data-testid="stMetric"]').all():
+                label = metric.locator('[data-testid="stMetricLabel"]').inner_text().strip()
+                metrics[label] = metric.locator('[data-testid="stMetricValue"]').inner_text().strip()
+            captions = [
+                c.strip() for c in page.locator('[data-testid="stCaptionContainer"]').all_inner_texts()
+            ]
+            png = page.screenshot()
+        finally:
+            browser.close()
+    return PageView(png, metrics, captions)
 
 
 @pytest.mark.slow
-def test_screenshot_of_the_page(marts: Marts, tmp_path: Path) -> None:
-    chromium = chromium_binary()
-    if chromium is None:
-        pytest.skip("no Chromium on PATH (Debian package: chromium)")
+def test_the_page_in_chromium_headlines_the_latest_reliable_week(marts: Marts, tmp_path: Path) -> None:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     shot = ARTIFACTS / "dashboard.png"
     shot.unlink(missing_ok=True)
-    with streamlit_server(marts.url, tmp_path) as port:
-        devtools = DevTools(chromium, tmp_path / "chromium")
-        try:
-            png = capture_page(devtools, f"http://127.0.0.1:{port}/")
-        finally:
-            devtools.close()
-    shot.write_bytes(png)
-    assert png.startswith(b"\x89PNG\r\n\x1a\n")
-    width, height = struct.unpack(">II", png[16:24])
+    view = open_page(marts.url, tmp_path)
+    shot.write_bytes(view.png)
+    latest = latest_reliable_week(marts.url)
+    assert (
+        view.metrics[f"Cohort median, week {latest['week_number']}"]
+        == f"{latest['median_pct_of_baseline']:.0%}"
+    )
+    assert view.metrics["Users observed"] == str(latest["users_observed"])
+    assert view.png.startswith(b"\x89PNG\r\n\x1a\n")
+    width, height = struct.unpack(">II", view.png[16:24])
     assert (width, height) == WINDOW
-    assert len(png) > 50_000, "the screenshot is nearly empty: the page did not render"
+    assert len(view.png) > 50_000, "the screenshot is nearly empty: the page did not render"
+
+
+@pytest.mark.slow
+def test_the_page_in_chromium_on_the_fitbit_export(
+    migrated_url: str, fitbit_dir: Path, tmp_path: Path
+) -> None:
+    """On the real export the late weeks are one user each: the headline is week 5 (28 users)."""
+    load_fitbit(migrated_url, fitbit_dir)
+    run_dbt(migrated_url, ["build", "--exclude-resource-type", "unit_test"], target_path=tmp_path / "target")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    view = open_page(migrated_url, tmp_path)
+    (ARTIFACTS / "dashboard-fitbit.png").write_bytes(view.png)
+    assert view.metrics["Users"] == "35"
+    assert view.metrics["Cohort median, week 5"] == "85%"
+    assert view.metrics["Interquartile range"] == "67% to 117%"
+    assert view.metrics["Users observed"] == "28"
+    assert not any(label.startswith("Cohort median, week 8") for label in view.metrics)
+    assert any("Mean and median fall on opposite sides of baseline" in c for c in view.captions)
+    assert any("the newest (2016-05-12, 21 rows) is not." in c for c in view.captions)

@@ -93,6 +93,142 @@ def test_fitbit_baselines_match_an_independent_computation(
     assert sum(classes.values()) == 35
 
 
+def _fitbit_built(url: str, fitbit_dir: Path, target: Path) -> None:
+    load_fitbit(url, fitbit_dir)
+    run_dbt(url, ["build"], target_path=target)
+
+
+def test_fitbit_partial_days_reliable_weeks_daily_view_sleep_efficiency_and_quality(
+    migrated_url: str, fitbit_dir: Path, tmp_path: Path
+) -> None:
+    _fitbit_built(migrated_url, fitbit_dir, tmp_path / "target")
+    with psycopg.connect(migrated_url) as conn:
+        days = dict(
+            conn.execute(
+                "SELECT activity_date, array_agg(DISTINCT is_complete_day)"
+                " FROM marts.user_daily_activity"
+                " WHERE activity_date IN ('2016-05-11', '2016-05-12', '2016-04-12') GROUP BY 1"
+            ).fetchall()
+        )
+        worn_0511 = conn.execute(
+            "SELECT count(*) FROM marts.user_daily_activity WHERE activity_date = '2016-05-11' AND steps > 0"
+        ).fetchone()
+        sleep_rows = conn.execute(
+            "SELECT sleep_minutes, time_in_bed_minutes, sleep_efficiency FROM marts.user_daily_activity"
+        ).fetchall()
+        weeks = conn.execute(
+            "SELECT week_number, users_observed, is_reliable FROM marts.cohort_weekly_engagement"
+        ).fetchall()
+        deviation = conn.execute(
+            "SELECT activity_date, steps_pct_of_baseline FROM marts.user_activity_deviation"
+            " WHERE is_complete_day AND steps_pct_of_baseline IS NOT NULL"
+        ).fetchall()
+        quality = {
+            row[0]: row[1:]
+            for row in conn.execute(
+                "SELECT raw_table, sum(raw_rows)::int, sum(kept_rows)::int, sum(superseded_rows)::int,"
+                " sum(duplicate_rows)::int, sum(conflicting_rows)::int, sum(partial_days)::int"
+                " FROM marts.user_data_quality GROUP BY raw_table"
+            )
+        }
+        daily = {
+            row[0]: row[1:]
+            for row in conn.execute(
+                "SELECT activity_date, users_observed, median_pct_of_baseline, p25_pct_of_baseline,"
+                " p75_pct_of_baseline, share_below_80pct FROM marts.cohort_daily_engagement"
+            )
+        }
+    # the day the newer export was taken is partial for everyone; the day before is complete
+    # for every user (all of whom wore the tracker that day: steps > 0 on 22 of 24 rows)
+    assert days[dt.date(2016, 5, 12)] == [False]
+    assert days[dt.date(2016, 5, 11)] == [True]
+    assert worn_0511 is not None and worn_0511[0] > 20
+    # the older export's last day (4/12) is covered by the newer export: complete
+    assert days[dt.date(2016, 4, 12)] == [True]
+
+    assert sum(1 for _, in_bed, _ in sleep_rows if in_bed) == 410
+    for asleep, in_bed, efficiency in sleep_rows:
+        if not in_bed:
+            assert efficiency is None
+        else:
+            assert efficiency == pytest.approx(asleep / in_bed, abs=1e-12)
+
+    # what was left out, and why: the older export's 24 rows of 4/12, the sleep file's 3 exact
+    # duplicates, the 21 partial days of 5/12
+    assert quality == {
+        "daily_activity": (1397, 1373, 24, 0, 0, 21),
+        "sleep": (413, 410, 0, 3, 0, None),
+    }
+
+    single = [w for w in weeks if w[1] == 1]
+    assert single, "the Fitbit set has weeks seen by one user"
+    assert not any(reliable for _, users, reliable in weeks if users == 1)
+    assert {w for w, _, reliable in weeks if reliable} == set(range(6))
+
+    by_date: dict[dt.date, list[float]] = defaultdict(list)
+    for day, pct in deviation:
+        by_date[day].append(pct)
+    assert daily.keys() == by_date.keys()
+    assert dt.date(2016, 5, 12) not in daily
+    for day, values in by_date.items():
+        users, median, p25, p75, below = daily[day]
+        assert users == len(values), day
+        if len(values) > 1:
+            q1, q2, q3 = statistics.quantiles(values, n=4, method="inclusive")
+        else:
+            q1 = q2 = q3 = values[0]
+        assert (median, p25, p75) == pytest.approx((q2, q1, q3), abs=1e-12), day
+        assert below == pytest.approx(sum(v < 0.8 for v in values) / len(values)), day
+
+
+def test_fitbit_cutting_the_partial_last_day_changes_no_trend_class(
+    migrated_url: str, fitbit_dir: Path, tmp_path: Path
+) -> None:
+    target = tmp_path / "target"
+    _fitbit_built(migrated_url, fitbit_dir, target)
+    query = "SELECT user_id, trend_class FROM marts.user_engagement_trend ORDER BY user_id"
+    with psycopg.connect(migrated_url) as conn:
+        before = conn.execute(query).fetchall()
+        cut = conn.execute(
+            "UPDATE raw.daily_activity SET total_steps = total_steps / 10"
+            " WHERE activity_date = '2016-05-12' AND total_steps > 0"
+        )
+        assert cut.rowcount > 15
+    # the raw rows' loads are unchanged, so only a full refresh sees the new values
+    run_dbt(migrated_url, ["build", "--full-refresh"], target_path=target)
+    with psycopg.connect(migrated_url) as conn:
+        after = conn.execute(query).fetchall()
+    assert len(before) == 35
+    assert after == before
+
+
+def _volume_test_status(result: object) -> str:
+    statuses = {
+        r.node.name: str(r.status)
+        for r in result.result.results  # type: ignore[attr-defined]
+        if r.node.name == "newest_day_volume_is_not_anomalous"
+    }
+    return statuses["newest_day_volume_is_not_anomalous"]
+
+
+def test_a_thin_newest_day_warns_without_failing_the_build(migrated_url: str, tmp_path: Path) -> None:
+    rng = random.Random(21)
+    target = tmp_path / "target"
+    with psycopg.connect(migrated_url) as conn:
+        load_file(conn, "daily_activity", "a.csv", _activity_rows(rng, range(1, 13), range(0, 20)))
+    assert _volume_test_status(run_dbt(migrated_url, ["build"], target_path=target)) == "pass"
+    with psycopg.connect(migrated_url) as conn:
+        # the next drop carries 3 of the 12 users: 75 % below the trailing mean
+        load_file(conn, "daily_activity", "b.csv", _activity_rows(rng, range(1, 4), range(20, 21)))
+    result = run_dbt(migrated_url, ["build"], target_path=target)  # raises if anything failed
+    assert _volume_test_status(result) == "warn"
+    with psycopg.connect(migrated_url) as conn:
+        newest = conn.execute(
+            "SELECT row_count, is_anomaly FROM marts.daily_volume_anomaly ORDER BY activity_date DESC LIMIT 1"
+        ).fetchone()
+    assert newest == (3, True)
+
+
 # --- incremental builds --------------------------------------------------------------------
 
 START = dt.date(2016, 1, 4)
@@ -140,6 +276,13 @@ def test_incremental_build_after_small_drops_equals_a_full_refresh(migrated_url:
     run_dbt(migrated_url, ["build"], target_path=target)
     with psycopg.connect(migrated_url) as conn:
         first_build = conn.execute("SELECT max(built_at) FROM marts.user_activity_deviation").fetchone()
+        partial = conn.execute(
+            "SELECT activity_date, count(*) FROM marts.user_daily_activity WHERE NOT is_complete_day"
+            " GROUP BY 1 ORDER BY 1"
+        ).fetchall()
+    # the last day of each export (period2: day 69, user 20's file: day 49); period1's last day
+    # (35) is covered by period2
+    assert partial == [(START + dt.timedelta(days=49), 1), (START + dt.timedelta(days=69), 12)]
 
     with psycopg.connect(migrated_url) as conn:
         # user 3: days before his first one arrive (his baseline moves); user 4: a late drop
@@ -149,11 +292,12 @@ def test_incremental_build_after_small_drops_equals_a_full_refresh(migrated_url:
             "c/user3-early.csv",
             _activity_rows(rng, range(3, 4), range(-5, -1), level=30000),
         )
+        # user 4's late drop starts on period2's last day (69), partial until now
         load_file(
             conn,
             "daily_activity",
             "c/user4-late.csv",
-            _activity_rows(rng, range(4, 5), range(70, 80), level=2000),
+            _activity_rows(rng, range(4, 5), range(69, 80), level=2000),
         )
         # user 20's only file is replaced by an empty one: he vanishes
         user20 = conn.execute("SELECT max(_load_id) FROM raw.daily_activity WHERE id = 20").fetchone()
@@ -172,6 +316,15 @@ def test_incremental_build_after_small_drops_equals_a_full_refresh(migrated_url:
         users = {r[0] for r in conn.execute("SELECT user_id FROM marts.user_engagement_trend")}
     assert rebuilt == {3, 4}  # only the users whose raw rows changed
     assert 20 not in users
+    with psycopg.connect(migrated_url) as conn:
+        complete = dict(
+            conn.execute(
+                "SELECT user_id, is_complete_day FROM marts.user_daily_activity"
+                " WHERE activity_date = %s AND user_id IN (4, 5)",
+                (START + dt.timedelta(days=69),),
+            ).fetchall()
+        )
+    assert complete == {4: True, 5: False}  # a later export covers user 4's partial day
 
     with psycopg.connect(migrated_url) as conn:
         # period2 changes at its known path: user 12 leaves it, user 5 gets other values

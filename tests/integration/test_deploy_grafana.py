@@ -144,4 +144,7 @@ def test_engagement_dashboard_only_reads_the_marts() -> None:
         "marts.user_engagement_trend",
         "marts.user_weekly_engagement",
         "marts.user_activity_deviation",
+        "marts.cohort_daily_engagement",
+        "marts.daily_volume_anomaly",
+        "marts.user_data_quality",
     }

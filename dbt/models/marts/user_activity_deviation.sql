@@ -11,12 +11,13 @@
 }}
 -- depends_on: {{ ref('int_user_source_fingerprints') }}
 -- One row per user per day: the day's steps against the user's baseline. A changed user gets all
--- his days rebuilt, since an earlier day arriving can move his baseline.
+-- his days rebuilt, since an earlier day arriving can move his baseline. Partial days (not
+-- is_complete_day) stay visible here; the weekly, trend and cohort models leave them out.
 {%- set user_ids = changed_user_ids() if is_incremental() else none %}
 
 with days as (
 
-    select user_id, activity_date, steps, is_active_day
+    select user_id, activity_date, steps, is_active_day, is_complete_day
     from {{ ref('user_daily_activity') }}
     {% if user_ids is not none -%} where {{ user_id_in(user_ids) }} {%- endif %}
 
@@ -35,6 +36,7 @@ select
     days.activity_date,
     days.steps,
     days.is_active_day,
+    days.is_complete_day,
     baselines.baseline_steps,
     days.steps / nullif(baselines.baseline_steps, 0)   as steps_pct_of_baseline,
     days.steps - baselines.baseline_steps              as steps_delta_from_baseline,

@@ -9,7 +9,8 @@
 -- depends_on: {{ ref('int_user_source_fingerprints') }}
 -- One row per user: is he keeping up his activity, or is his engagement degrading?
 -- The rule (see _marts__models.yml): compare his mean percent of baseline per observed day in the
--- first two weeks after his first active day with that of his last two observed weeks.
+-- first two weeks after his first active day with that of his last two observed weeks. Only
+-- complete days count: last_observed_date is his last complete day, partial days are left out.
 {%- set window_days = var('trend_window_days') %}
 {%- set user_ids = changed_user_ids() if is_incremental() else none %}
 
@@ -32,6 +33,7 @@ days as (
     select user_id, activity_date, steps
     from {{ ref('user_activity_deviation') }}
     where week_number is not null
+      and is_complete_day
     {% if user_ids is not none -%} and {{ user_id_in(user_ids) }} {%- endif %}
 
 ),

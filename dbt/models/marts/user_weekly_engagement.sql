@@ -11,8 +11,9 @@
 }}
 -- depends_on: {{ ref('int_user_source_fingerprints') }}
 -- One row per user per week since his first active day (week 0 starts that day), for the weeks
--- with at least one observed day. Means are over observed days: a day without steps (tracker not
--- worn) counts as 0 steps and 0 % of baseline, which is the disengagement we want to see.
+-- with at least one observed complete day. Means are over observed days: a day without steps
+-- (tracker not worn) counts as 0 steps and 0 % of baseline, which is the disengagement we want to
+-- see; a partial day (the day an export was taken, not is_complete_day) is left out.
 {%- set user_ids = changed_user_ids() if is_incremental() else none %}
 
 with days as (
@@ -20,6 +21,7 @@ with days as (
     select user_id, activity_date, steps, is_active_day, week_number
     from {{ ref('user_activity_deviation') }}
     where week_number is not null
+      and is_complete_day
     {% if user_ids is not none -%} and {{ user_id_in(user_ids) }} {%- endif %}
 
 ),
