@@ -106,3 +106,37 @@ def test_upgrade_keeps_raw_rows_and_the_next_pass_rebuilds_the_models(
         ).fetchall()
     assert users == (3,)
     assert lineage == [("new/dailyActivity_new.csv",), ("old/dailyActivity_old.csv",)]
+
+
+def test_marts_of_an_older_release_are_rebuilt_by_the_upgrade_without_a_manual_refresh(
+    database_url: str, tmp_path: Path
+) -> None:
+    """A mart built before ``is_complete_day`` existed would fail every incremental build
+    (``on_schema_change: fail``); the release's migration drops it and the start rebuilds it."""
+    lake = tmp_path / "lake"
+    write_csv(lake / "dailyActivity_a.csv", DAILY_HEADER, daily_rows(2, 20))
+    code, summary = once_json(lake, database_url)
+    assert code == 0, summary
+    with psycopg.connect(database_url) as conn:  # as the older release left it: at 0003, an old mart
+        conn.execute("DELETE FROM ops.schema_migrations WHERE version >= 4")
+        conn.execute("ALTER TABLE marts.user_daily_activity DROP COLUMN is_complete_day")
+
+    applied = migrate(database_url)
+    assert applied == [m.name for m in load_migrations() if m.version == 4]
+    settings = settings_for_tests(tmp_path / "empty", database_url)
+    transformer = Transformer(settings.dbt_project_dir, database_url, threads=settings.dbt_threads)
+    pipeline = Pipeline(settings, database_url, Metrics(CollectorRegistry()), transformer=transformer)
+    try:
+        caught_up = pipeline.catch_up()
+    finally:
+        pipeline.close()
+    assert caught_up is not None and caught_up.exit_code == 0, caught_up and caught_up.error_summary()
+
+    write_csv(lake / "dailyActivity_b.csv", DAILY_HEADER, daily_rows(1, 5, first_id=2000000000))
+    code, summary = once_json(lake, database_url)
+    assert code == 0, summary
+    with psycopg.connect(database_url) as conn:
+        users = conn.execute(
+            "SELECT count(DISTINCT user_id) FROM marts.user_daily_activity WHERE is_complete_day IS NOT NULL"
+        ).fetchone()
+    assert users == (3,)
