@@ -70,10 +70,20 @@ def test_the_dockerfile_needs_no_frontend_image() -> None:
     assert not re.match(r"#\s*syntax\s*=", first, re.IGNORECASE)
 
 
-def test_both_builders_build_it(images: dict[str, str]) -> None:
+def test_both_builders_give_the_same_runtime_settings(engine: Engine, images: dict[str, str]) -> None:
+    """The fixture built the service image with BuildKit and the embedded one with the classic builder."""
     if images["builder"] != "buildkit":
         pytest.skip("no docker CLI here builds with BuildKit (buildx plugin, or a CLI before 23.0)")
-    # The fixture built the service image with BuildKit and the embedded one with the classic builder.
+    configs = {}
+    for variant in ("service", "embedded"):
+        shown = engine.run("image", "inspect", "--format", "{{json .Config}}", images[variant], timeout=30)
+        config = json.loads(shown.stdout)
+        configs[variant] = {
+            key: config.get(key) for key in ("User", "Volumes", "Entrypoint", "Cmd", "Healthcheck")
+        }
+    assert configs["service"] == configs["embedded"]
+    assert configs["service"]["User"] == "10001:0"
+    assert list(configs["service"]["Volumes"]) == ["/var/lib/wearable"]
 
 
 def test_the_service_image_holds_neither_pip_nor_the_embedded_server(
@@ -155,6 +165,11 @@ def readyz(engine: Engine, name: str) -> bool:
         return False
 
 
+def container_log(engine: Engine, name: str) -> str:
+    shown = engine.run("logs", name, check=False)
+    return shown.stdout + shown.stderr
+
+
 def state(engine: Engine, name: str, field: str) -> str:
     return engine.run("inspect", "--format", f"{{{{{field}}}}}", name, timeout=30).stdout.strip()
 
@@ -190,10 +205,12 @@ def test_image_loads_the_export_read_only_under_a_random_uid(
             interval=1,
             message="the container's health check to report healthy",
         )
-    finally:
-        shown = engine.run("logs", name, check=False)
-        logs = shown.stdout + shown.stderr
+    except AssertionError as exc:
+        raise AssertionError(
+            f"{exc}\n--- the container's log ---\n{container_log(engine, name)[-4000:]}"
+        ) from None
     engine.run("stop", "--time", "60", name, timeout=120)
+    logs = container_log(engine, name)
     assert state(engine, name, ".State.ExitCode") == "0", logs[-3000:]
     assert '"level": "error"' not in logs, logs[-3000:]
 
