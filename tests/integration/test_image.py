@@ -8,6 +8,7 @@ tests/container_support.py for the base image.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import re
@@ -26,8 +27,10 @@ from tests.daemon_helpers import wait_until
 
 pytestmark = [pytest.mark.container, pytest.mark.slow, pytest.mark.timeout(2400)]
 
-SERVICE_TAG = "wearable-data-pipeline:test-service"
-EMBEDDED_TAG = "wearable-data-pipeline:test-embedded"
+# One pair of tags per checkout: test runs from two checkouts do not swap each other's images.
+CHECKOUT = hashlib.sha256(str(REPO_ROOT).encode()).hexdigest()[:8]
+SERVICE_TAG = f"wearable-data-pipeline:test-service-{CHECKOUT}"
+EMBEDDED_TAG = f"wearable-data-pipeline:test-embedded-{CHECKOUT}"
 SOCKET_FOLDER = "/run/postgresql"
 EXPECTED_ROWS = {
     "2016-03-12_2016-04-11/dailyActivity_merged.csv": 457,
