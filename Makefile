@@ -13,19 +13,46 @@ SAMPLE_DEMO := $(SAMPLE_ENV) $(BIN)/wearable-pipeline watch --once --metrics-add
 	&& $(SAMPLE_ENV) $(BIN)/wearable-pipeline report $(SAMPLE_ARGS)
 
 .DEFAULT_GOAL := help
-.PHONY: help install test-tools run sample-demo sample-report once status report sql test test-fast test-faults lint bench sample-data clean
+.PHONY: help install lock container-engine test-tools run sample-demo sample-report once status report sql test test-fast test-faults lint bench sample-data clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml requirements-dev.lock
 	@$(PYTHON) -c 'import sys; sys.exit("Python 3.11 or newer is needed, found " + sys.version.split()[0]) if sys.version_info < (3, 11) else None'
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test,plot,dashboard]'
+	$(BIN)/python -m pip install --quiet --require-hashes --no-deps -r requirements-dev.lock
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	@touch $(STAMP)
 
-install: $(STAMP) ## create .venv and install the package with its test extras
+install: $(STAMP) ## create .venv from requirements-dev.lock (every package pinned and hashed) and the package, editable
+
+# The lock files: requirements-dev.lock (every extra: make install, CI), requirements.lock (the
+# service image) and requirements-embedded.lock (the image with WITH_EMBEDDED=true). The two
+# smaller ones are constrained by the first, so all three agree on every version they share.
+# One universal resolution (any platform, Python 3.11 and up) by uv, with the hash of every file.
+LOCK := $(BIN)/uv pip compile pyproject.toml --group build --universal --python-version 3.11 \
+	--generate-hashes --custom-compile-command "make lock" --system-certs --quiet
+
+lock: $(STAMP) ## update the lock files from pyproject.toml (after changing a dependency; --upgrade-package NAME via LOCK_ARGS)
+	$(LOCK) --all-extras $(LOCK_ARGS) -o requirements-dev.lock
+	$(LOCK) -c requirements-dev.lock -o requirements.lock
+	$(LOCK) --extra embedded -c requirements-dev.lock -o requirements-embedded.lock
+
+container-engine: ## install and start Docker's engine (Debian's docker.io and debootstrap, as root) for the image tests
+	@if docker info >/dev/null 2>&1; then echo "container engine running"; \
+	elif [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then \
+		echo "no container engine (starting one needs root and apt-get); the image tests skip with a reason"; \
+	else \
+		export DEBIAN_FRONTEND=noninteractive; \
+		if ! command -v dockerd >/dev/null 2>&1 || ! command -v debootstrap >/dev/null 2>&1; then \
+			apt-get update -qq && apt-get install -y -qq --no-install-recommends docker.io debootstrap >/dev/null; \
+		fi; \
+		nohup dockerd >/var/log/dockerd.log 2>&1 & \
+		for i in $$(seq 1 60); do docker info >/dev/null 2>&1 && break; sleep 1; done; \
+		if docker info >/dev/null 2>&1; then echo "container engine started"; \
+		else echo "dockerd did not start (see /var/log/dockerd.log); the image tests skip with a reason"; fi; \
+	fi
 
 test-tools: ## install promtool, Prometheus and Chromium (Debian packages, as root) for the tests that drive them
 	@missing=""; \

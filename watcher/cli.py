@@ -159,6 +159,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_command(args, settings)
     except KeyboardInterrupt:
         return 130
+    except ConfigError as exc:  # found only once the command runs (the embedded server's extra)
+        print(f"wearable-pipeline: configuration error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except Exception as exc:
         log.error("command_crashed", command=args.command, error=type(exc).__name__, detail=str(exc)[:500])
         return EXIT_INFRASTRUCTURE

