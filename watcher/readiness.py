@@ -254,3 +254,38 @@ class Tracker:
     def oldest_first_seen(self) -> float | None:
         with self._lock:
             return min((o.first_seen for o in self._files.values()), default=None)
+
+
+ONCE_SETTLE_WINDOWS = 3
+"""``--once`` waits at most this many windows for files that are still changing."""
+
+
+def wait_until_settled(
+    paths: Iterable[str],
+    rules: Rules,
+    limit: float,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+    wall_clock: Callable[[], float] = time.time,
+    stat: Callable[[str], Signature | None] = file_signature,
+    sleep: Callable[[float], None] = time.sleep,
+) -> tuple[list[str], list[str]]:
+    """The daemon's settle rule for a one-shot pass: (settled, still changing) after at most ``limit`` s.
+
+    Each file is judged as a scan finds it: unchanged since its modification time for the window,
+    so a file that settled long ago is taken at once, without any wait. A file that changes while
+    it is watched starts its window again; one still changing when ``limit`` runs out is returned
+    as still changing (the caller leaves it unread). A file that vanishes is in neither list.
+    """
+    tracker = Tracker(rules, expects_close=False, clock=clock, wall_clock=wall_clock, stat=stat)
+    for path in paths:
+        tracker.seed(path, "once")
+    deadline = clock() + limit
+    settled: list[str] = []
+    while True:
+        taken, next_due = tracker.take_settled()
+        settled.extend(item.path for item in taken)
+        now = clock()
+        if not len(tracker) or next_due is None or now >= deadline:
+            return settled, tracker.paths()
+        sleep(max(0.01, min(next_due, deadline) - now))

@@ -4,22 +4,34 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 from watcher.manifest import ManifestEntry
-from watcher.pipeline import PassResult
+from watcher.pipeline import EXIT_FAILURES, EXIT_OK, PassResult
+
+PENDING_REASON = "still being written when the wait ran out; not read, run again once it is complete"
 
 
-def pass_as_dict(result: PassResult) -> dict[str, Any]:
+def exit_code(result: PassResult, pending: Sequence[str] = ()) -> int:
+    """The pass's exit code; a clean pass that left files unread (``pending``) exits 1."""
+    return EXIT_FAILURES if pending and result.exit_code == EXIT_OK else result.exit_code
+
+
+def pass_as_dict(result: PassResult, *, pending: Sequence[str] = ()) -> dict[str, Any]:
     build = result.build
+    counts: dict[str, int] = dict(Counter(o.outcome for o in result.outcomes))
+    if pending:
+        counts["pending"] = len(pending)
     return {
         "run_id": result.run_id,
         "trigger": result.trigger,
         "status": result.status,
-        "exit_code": result.exit_code,
+        "exit_code": exit_code(result, pending),
         "duration_s": round(result.duration_s, 3),
-        "counts": dict(Counter(o.outcome for o in result.outcomes)),
+        "counts": counts,
+        "pending": list(pending),
         "rows_loaded": result.rows_loaded,
         "rows_rejected": result.rows_rejected,
         "files": [
@@ -57,9 +69,10 @@ def pass_as_dict(result: PassResult) -> dict[str, Any]:
     }
 
 
-def pass_as_text(result: PassResult) -> str:
+def pass_as_text(result: PassResult, *, pending: Sequence[str] = ()) -> str:
     counts: Counter[str] = Counter(o.outcome for o in result.outcomes)
-    order = ("loaded", "skipped", "duplicate", "ignored", "rejected", "failed", "busy")
+    counts["pending"] = len(pending)
+    order = ("loaded", "skipped", "duplicate", "ignored", "rejected", "failed", "busy", "pending")
     parts = [f"{counts[k]} {k}" for k in order if counts[k]]
     lines = [
         f"run {result.run_id or '-'} ({result.trigger}): {result.status} in {result.duration_s:.1f}s"
@@ -73,6 +86,7 @@ def pass_as_text(result: PassResult) -> str:
             lines.append(f"  {o.outcome:<9} {o.relative}: {o.reason}")
         if o.warnings:
             lines.append(f"  warning   {o.relative}: {o.warnings}")
+    lines.extend(f"  pending   {path}: {PENDING_REASON}" for path in pending)
     if result.build is not None:
         b = result.build
         models = (
