@@ -67,6 +67,8 @@ class Observation:
     """Clock time at which the current signature was first seen (a change the stat noticed)."""
     checked_at: float = float("-inf")
     """Clock time of the last stat."""
+    last_event: float = float("-inf")
+    """Clock time of the last event (a scan is none: a change after it is not explained by one)."""
 
     @property
     def waits_for_writer(self) -> bool:
@@ -138,7 +140,7 @@ class Tracker:
             if obs is None:
                 obs = self._files[path] = Observation(path, "event", State.SEEN, now, now)
             before = obs.state
-            obs.last_activity = now
+            obs.last_activity = obs.last_event = now
             obs.state = self._state_after(kind)
             changed = new or obs.state is not before
         if changed and self._wake is not None:
@@ -234,8 +236,8 @@ class Tracker:
             if signature != obs.signature:
                 # An event since the last look explains the change: the window runs from that
                 # event. A change no event announced restarts the window now.
-                explained = obs.signature is None or obs.last_activity >= obs.checked_at
-                obs.signature_since = obs.last_activity if explained else now
+                explained = obs.signature is None or obs.last_event >= obs.checked_at
+                obs.signature_since = obs.last_event if explained else now
                 obs.signature = signature
             obs.checked_at = now
 
