@@ -30,6 +30,7 @@ import structlog
 
 from watcher.config import Settings
 from watcher.http_endpoint import HttpEndpoint
+from watcher.ingest import is_unrouted
 from watcher.observer import (
     EVENT_GRACE_SECONDS,
     Announcements,
@@ -125,7 +126,8 @@ class Daemon:
         self.waker = Waker()
         self.tracker = Tracker(rules_for(settings, polling=False), clock=clock, wake=self.waker.wake)
         self.immediate: list[tuple[Candidate, str]] = []
-        """Entries a scan found that cannot settle (links, folders named .csv): recorded as they are."""
+        """Entries a scan found that are not read (links, folders named .csv, names no route
+        takes): recorded as they are, without settling."""
         self.watcher: Watcher | None = None
         self.announcements = Announcements()
         """Paths file events named since the last scan: the scan checks that events arrive."""
@@ -453,7 +455,8 @@ class Daemon:
         found = 0
         changed: list[tuple[str, float]] = []
         for candidate in waiting:
-            if candidate.problem is not None:
+            if candidate.problem is not None or is_unrouted(candidate):
+                # Nothing of it is read (a problem, or a name no route takes): no need to settle.
                 if candidate.relative not in known:
                     self.immediate.append((candidate, origin))
                     found += 1

@@ -11,6 +11,8 @@ from typing import Any
 from watcher.manifest import ManifestEntry
 from watcher.pipeline import EXIT_FAILURES, EXIT_OK, PassResult
 
+IGNORED_SHOWN = 5
+"""Ignored files the text summary names; the rest are counted (thousands of notes, one line)."""
 PENDING_REASON = "still being written when the wait ran out; not read, run again once it is complete"
 
 
@@ -79,13 +81,19 @@ def pass_as_text(result: PassResult, *, pending: Sequence[str] = ()) -> str:
         f" — {', '.join(parts) or 'nothing to do'}; {result.rows_loaded:,} rows loaded"
         + (f", {result.rows_rejected:,} rows rejected" if result.rows_rejected else "")
     ]
+    ignored_shown = 0
     for o in result.outcomes:
         if o.outcome == "loaded":
             lines.append(f"  loaded    {o.relative} → raw.{o.table}: {o.rows_loaded:,} rows")
+        elif o.outcome == "ignored" and ignored_shown >= IGNORED_SHOWN:
+            continue
         elif o.outcome in ("rejected", "failed", "duplicate", "ignored"):
+            ignored_shown += o.outcome == "ignored"
             lines.append(f"  {o.outcome:<9} {o.relative}: {o.reason}")
         if o.warnings:
             lines.append(f"  warning   {o.relative}: {o.warnings}")
+    if counts["ignored"] > IGNORED_SHOWN:
+        lines.append(f"  ignored   … and {counts['ignored'] - IGNORED_SHOWN:,} more (`status` lists them)")
     lines.extend(f"  pending   {path}: {PENDING_REASON}" for path in pending)
     if result.build is not None:
         b = result.build
