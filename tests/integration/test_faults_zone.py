@@ -11,14 +11,17 @@ import ctypes
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from tests.daemon_helpers import (
     DaemonProcess,
@@ -156,6 +159,43 @@ def without_dac_override() -> Callable[[], None] | None:
     return drop
 
 
+@contextlib.contextmanager
+def relayed_over_tcp(url: str) -> Iterator[str]:
+    """``url`` itself when it names a TCP server; for a server on a Unix socket (the embedded one,
+    whose socket folder a child without DAC capabilities may not enter), a URL of a loopback TCP
+    relay to that socket for as long as the block runs."""
+    params = conninfo_to_dict(url)
+    host = str(params.get("host") or "")
+    if not host.startswith("/"):
+        yield url
+        return
+    target = os.path.join(host, f".s.PGSQL.{params.get('port') or 5432}")
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def pump(source: socket.socket, sink: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                sink.sendall(data)
+        with contextlib.suppress(OSError):
+            sink.shutdown(socket.SHUT_WR)
+
+    def accept() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                client, _ = listener.accept()
+                upstream = socket.socket(socket.AF_UNIX)
+                upstream.connect(target)
+                for a, b in ((client, upstream), (upstream, client)):
+                    threading.Thread(target=pump, args=(a, b), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    params.update(host="127.0.0.1", port=str(listener.getsockname()[1]))
+    try:
+        yield make_conninfo(**{k: str(v) for k, v in params.items() if v is not None})
+    finally:
+        listener.close()
+
+
 @pytest.fixture
 def locked_folder(tmp_path: Path) -> Iterator[Path]:
     folder = tmp_path / "lake" / "locked"
@@ -173,14 +213,26 @@ def test_folders_that_cannot_be_listed_are_recorded_with_a_reason(
     lake = locked_folder.parent
     write_csv(lake / "dailyActivity_ok.csv", DAILY_HEADER, daily_rows(1, 3))
     make_deep_folders(lake / "deep", 25)
-    done = subprocess.run(
-        [sys.executable, "-m", "watcher", "watch", "--once", "--json", "--no-dbt", "--data-dir", str(lake)],
-        env=cli_env(migrated_url),
-        capture_output=True,
-        text=True,
-        timeout=180,
-        preexec_fn=without_dac_override(),
-    )
+    with relayed_over_tcp(migrated_url) as url:
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "watcher",
+                "watch",
+                "--once",
+                "--json",
+                "--no-dbt",
+                "--data-dir",
+                str(lake),
+            ],
+            env=cli_env(url),
+            capture_output=True,
+            text=True,
+            timeout=180,
+            preexec_fn=without_dac_override(),
+        )
+    assert done.stdout, done.stderr[-3000:]
     result = json.loads(done.stdout)
     assert done.returncode == 1, "entries that cannot be read are failures, like any bad input"
     reasons = {f["path"]: (f["outcome"], f["reason"]) for f in result["files"]}
