@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import stat
 import sys
 import threading
 from collections.abc import Callable, Iterable
@@ -243,7 +244,7 @@ def folder_identity(path: Path) -> tuple[int, int] | None:
         info = os.stat(path)
     except OSError:
         return None
-    return (info.st_dev, info.st_ino) if os.path.isdir(path) else None
+    return (info.st_dev, info.st_ino) if stat.S_ISDIR(info.st_mode) else None
 
 
 def start_watcher(

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ from tests.daemon_helpers import (
 )
 from tests.helpers import DAILY_HEADER, SLEEP_HEADER, daily_rows, run_cli, write_csv
 from tests.unit.test_scanner import make_deep_folders
+from watcher.observer import EVENT_GRACE_SECONDS
 from watcher.scanner import FOLDER_DENIED_REASON, PATH_TOO_LONG_REASON
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
@@ -440,6 +442,27 @@ def test_the_daemon_writes_nothing_into_the_landing_zone(tmp_path: Path, migrate
         health = daemon.get("/healthz")
     assert (health[0], health[1].strip()) == (200, "ok (inotify)"), health
     assert tree_snapshot(lake) == before
+
+
+def test_events_that_arrive_keep_the_daemon_on_inotify(tmp_path: Path, migrated_url: str) -> None:
+    """No false alarm from the event check: drops, renames into place, a rejected file and a
+    chmod, judged by a dozen scans, past the grace period."""
+    lake = tmp_path / "lake"
+    lake.mkdir()
+    args = ["--reconcile-interval", "1"]
+    with DaemonProcess(lake, migrated_url, tmp_path / "daemon.log", no_dbt=True, extra_args=args) as daemon:
+        daemon.wait_ready()
+        drop_daily(lake, "dailyActivity_1.csv", first_id=1000000001)
+        write_csv(lake / "sub" / "dailyActivity_bad.csv", "Id,Foo", ["1,2"])
+        wait_until(lambda: daily_rows_loaded(migrated_url) == 3, timeout=30, message="the drop")
+        (lake / "dailyActivity_1.csv").chmod(0o600)
+        drop_daily(lake, "sub/dailyActivity_2.csv", first_id=1000000002)
+        wait_until(lambda: daily_rows_loaded(migrated_url) == 6, timeout=30, message="the second drop")
+        time.sleep(EVENT_GRACE_SECONDS + 3)  # past the grace period, a dozen scans
+        health = daemon.get("/healthz")
+        events = log_events(daemon.log_text())
+    assert not named(events, "watcher_fell_back_to_polling"), named(events, "watcher_fell_back_to_polling")
+    assert (health[0], health[1].strip()) == (200, "ok (inotify)"), health
 
 
 def test_files_no_event_announced_switch_the_daemon_to_polling(tmp_path: Path, migrated_url: str) -> None:
