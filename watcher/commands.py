@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 from types import FrameType
@@ -22,8 +23,10 @@ from watcher.database import (
 from watcher.libpq_env import dbt_cannot_use_database
 from watcher.metrics import Metrics
 from watcher.pipeline import EXIT_INFRASTRUCTURE, EXIT_USAGE, Pipeline
+from watcher.readiness import ONCE_SETTLE_WINDOWS, Rules, wait_until_settled
 from watcher.retry import is_transient, transient_retrying
-from watcher.scanner import inspect_entry, scan
+from watcher.routes import route_for
+from watcher.scanner import Candidate, inspect_entry, scan
 from watcher.transform import Transformer
 
 log = structlog.get_logger(__name__)
@@ -35,7 +38,9 @@ def _interrupt(_signum: int, _frame: FrameType | None) -> None:
 
 def run_command(args: argparse.Namespace, settings: Settings) -> int:
     """Start (or reach) the database, migrate it, and run the chosen subcommand."""
-    signal.signal(signal.SIGTERM, _interrupt)  # the embedded server is stopped on the way out
+    # A stop request or a hang-up of the terminal: the embedded server is stopped on the way out.
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _interrupt)
     try:
         with database_url(settings) as url:
             try:
@@ -115,14 +120,42 @@ def make_pipeline(settings: Settings, url: str, *, show_progress: bool = False) 
 
 
 def _once(settings: Settings, url: str, as_json: bool) -> int:
+    """One pass over what the manifest does not know; files still being written stay unread."""
     pipeline = make_pipeline(settings, url, show_progress=True)
     try:
-        pending = pipeline.pending(scan(settings.data_dir))
-        result = pipeline.run_pass(pending, "once", json_output=as_json)
+        waiting = pipeline.pending(scan(settings.data_dir))
+        ready, changing = _settled_for_once(settings, waiting)
+        result = pipeline.run_pass(ready, "once", json_output=as_json)
     finally:
         pipeline.close()
-    print(summary.dump_json(summary.pass_as_dict(result)) if as_json else summary.pass_as_text(result))
-    return result.exit_code
+    if changing:
+        log.warning("files_still_changing", step="once", files=len(changing), paths=changing[:20])
+    text = (
+        summary.dump_json(summary.pass_as_dict(result, pending=changing))
+        if as_json
+        else summary.pass_as_text(result, pending=changing)
+    )
+    print(text)
+    return summary.exit_code(result, changing)
+
+
+def _settled_for_once(settings: Settings, waiting: list[Candidate]) -> tuple[list[Candidate], list[str]]:
+    """The daemon's settle rule (``readiness``) on the files this pass would read.
+
+    Entries with a problem and files no route takes are never read: they need no wait. The wait
+    is bounded by a few windows; what still changes then is returned by relative path.
+    """
+    readable = {
+        str(c.path): c
+        for c in waiting
+        if c.problem is None and route_for(os.path.basename(c.relative)) is not None
+    }
+    window = settings.debounce_seconds
+    rules = Rules(window=window, stale_after=window)
+    settled, changing = wait_until_settled(readable, rules, ONCE_SETTLE_WINDOWS * window)
+    taken = set(settled)
+    ready = [c for c in waiting if str(c.path) not in readable or str(c.path) in taken]
+    return ready, sorted(readable[p].relative for p in changing)
 
 
 def _status(url: str, as_json: bool, limit: int) -> int:

@@ -31,8 +31,19 @@ import structlog
 
 from watcher.config import Settings
 from watcher.http_endpoint import HttpEndpoint
+from watcher.ingest import is_unrouted
 from watcher.inventory import log_inventory
-from watcher.observer import Watcher, listen_for_overflow, start_watcher, stop_listening
+from watcher.observer import (
+    EVENT_GRACE_SECONDS,
+    Announcements,
+    EventCheck,
+    Watcher,
+    folder_identity,
+    listen_for_overflow,
+    start_polling,
+    start_watcher,
+    stop_listening,
+)
 from watcher.pipeline import EXIT_OK, EXIT_USAGE, DatabaseUnavailable, Pipeline
 from watcher.readiness import Rules, Settled, Tracker
 from watcher.scanner import Candidate, inspect_entry, scan
@@ -117,8 +128,14 @@ class Daemon:
         self.waker = Waker()
         self.tracker = Tracker(rules_for(settings, polling=False), clock=clock, wake=self.waker.wake)
         self.immediate: list[tuple[Candidate, str]] = []
-        """Entries a scan found that cannot settle (links, folders named .csv): recorded as they are."""
+        """Entries a scan found that are not read (links, folders named .csv, names no route
+        takes): recorded as they are, without settling."""
         self.watcher: Watcher | None = None
+        self.announcements = Announcements()
+        """Paths file events named since the last scan: the scan checks that events arrive."""
+        self.event_check = EventCheck(EVENT_GRACE_SECONDS)
+        self.zone_missing = False
+        self.stop_signal: int | None = None
         self.started = False
         self.warm = threading.Event()
         self.announced = False
@@ -131,6 +148,7 @@ class Daemon:
         self.backoff = 0.0
         self.next_reconcile = math.inf
         self.rescan_requested = False
+        self.events_lost = False
         self.scan_origin = "startup"
         """Until a scan of the landing zone succeeds, what it finds is the backlog."""
         self.next_database_check = 0.0
@@ -167,7 +185,12 @@ class Daemon:
             self._start_backlog()
             while not self.stop_requested:
                 self._step()
-            log.info("shutdown_requested", step="daemon", in_flight=self.in_flight is not None)
+            log.info(
+                "shutdown_requested",
+                step="daemon",
+                signal=signal.Signals(self.stop_signal).name if self.stop_signal else None,
+                in_flight=self.in_flight is not None,
+            )
         finally:
             stop_listening(overflow)
             if self.watcher is not None:
@@ -179,7 +202,8 @@ class Daemon:
         return EXIT_OK
 
     def _install_signals(self) -> None:
-        for signum in (signal.SIGTERM, signal.SIGINT):
+        # SIGHUP (the terminal went away, or a deliberate hang-up) stops cleanly, as SIGTERM does.
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(signum, self._on_signal)
         signal.set_wakeup_fd(self.waker.write_fd, warn_on_full_buffer=False)
 
@@ -191,6 +215,7 @@ class Daemon:
                 os.write(2, b'{"event": "shutdown_forced", "level": "warning"}\n')
             os._exit(128 + signum)
         self.stop_requested = True
+        self.stop_signal = signum
 
     def _should_stop(self) -> bool:
         return self.stop_requested
@@ -206,13 +231,26 @@ class Daemon:
         log.info("metrics_endpoint_started", address=f"{host}:{endpoint.port}")
         return endpoint
 
-    def _start_watching(self) -> None:
-        self.watcher = start_watcher(
-            self.settings.data_dir,
-            self.tracker,
-            force_polling=self.settings.force_polling,
-            polling_interval=self.settings.polling_interval_seconds,
-        )
+    def _start_watching(self, *, polling_because: str | None = None) -> None:
+        """Start the observer (again: after the landing zone was replaced, or to poll)."""
+        if polling_because is not None:
+            self.watcher = start_polling(
+                self.settings.data_dir,
+                self.tracker,
+                self.settings.polling_interval_seconds,
+                polling_because,
+                self.announcements,
+            )
+        else:
+            self.watcher = start_watcher(
+                self.settings.data_dir,
+                self.tracker,
+                force_polling=self.settings.force_polling,
+                polling_interval=self.settings.polling_interval_seconds,
+                announcements=self.announcements,
+            )
+        self.announcements.take()  # the watch is in place: changes from now on are announced
+        self.event_check.restart(time.time())
         polling = self.watcher.polling
         self.tracker.set_rules(rules_for(self.settings, polling=polling), expects_close=not polling)
         self.metrics.set_backend(self.watcher.backend)
@@ -264,6 +302,8 @@ class Daemon:
     def _step(self, *, startup: bool = False) -> None:
         now = self.clock()
         self.heartbeat = now
+        if not startup:
+            self._check_landing_zone()
         if not self.announced and self.started and self.warm.is_set():
             self.announced = True
             log.info("daemon_ready", step="startup", backend=self.watcher.backend if self.watcher else None)
@@ -358,39 +398,98 @@ class Daemon:
 
     def _request_rescan(self) -> None:
         """Called from watchdog's thread when the kernel dropped events."""
+        self.events_lost = True
         self.rescan_requested = True
         self.waker.wake()
+
+    def _check_landing_zone(self) -> None:
+        """A landing zone replaced under its name (``mv lake lake.old; mkdir lake``) is watched anew.
+
+        One ``stat`` per turn of the loop: the watch follows the old folder, whose events no
+        longer name files of the landing zone, so only its identity tells.
+        """
+        if self.watcher is None:
+            return
+        identity = folder_identity(self.settings.data_dir)
+        if identity == self.watcher.identity and (identity is None or self.watcher.alive()):
+            return
+        if identity is None:
+            if not self.zone_missing:
+                self.zone_missing = True
+                log.warning("landing_zone_missing", step="watch", data_dir=str(self.settings.data_dir))
+            return
+        self.zone_missing = False
+        # Deleted and made again, a new folder may get the old inode number back; the watch of
+        # the deleted one then ended (inotify's IN_DELETE_SELF stops watchdog's emitter).
+        log.warning(
+            "landing_zone_replaced",
+            step="watch",
+            data_dir=str(self.settings.data_dir),
+            detail="the folder was replaced or recreated; watching the new one and scanning it",
+        )
+        self.watcher.stop()
+        self._start_watching()
+        self.rescan_requested = True
 
     def _reconcile(self) -> None:
         """The backlog at start, then the backstop scan for events that were lost."""
         self._schedule_reconcile()
         self.rescan_requested = False
         origin = self.scan_origin
+        announced = self.announcements.take()
+        taken_at = time.time()
+        events_lost, self.events_lost = self.events_lost, False
         try:
-            found = self._seed_from_scan(origin)
+            found, changed = self._seed_from_scan(origin)
         except (DatabaseUnavailable, psycopg.Error) as exc:
             log.warning("scan_failed", step=origin, error=str(exc).splitlines()[0])
             self.next_reconcile = min(self.next_reconcile, self.clock() + 5.0)
+            self.event_check.restart(taken_at)
             return
         self.scan_origin = "reconcile"
+        if events_lost:
+            self.event_check.restart(taken_at)  # an overflow is a burst, not a broken backend
+        else:
+            self._check_events(changed, announced, taken_at)
         if origin == "startup":
             log.info("backlog_found", step="startup", files=found)
         elif found:
             log.info("reconcile_found_files", step="reconcile", files=found)
 
-    def _seed_from_scan(self, origin: str) -> int:
-        """Scan the landing zone; put what the manifest does not know into the tracker."""
+    def _seed_from_scan(self, origin: str) -> tuple[int, list[tuple[str, float]]]:
+        """Scan the landing zone; put what the manifest does not know into the tracker.
+
+        Returns how many entries were new, and the files among them with the time of their last
+        change (``st_ctime``), for the event check.
+        """
         waiting = self.pipeline.pending(scan(self.settings.data_dir))
         known = {candidate.relative for candidate, _ in self.immediate}
         found = 0
+        changed: list[tuple[str, float]] = []
         for candidate in waiting:
-            if candidate.problem is not None:
+            if candidate.problem is not None or is_unrouted(candidate):
+                # Nothing of it is read (a problem, or a name no route takes): no need to settle.
                 if candidate.relative not in known:
                     self.immediate.append((candidate, origin))
                     found += 1
             elif self.tracker.seed(str(candidate.path), origin):
                 found += 1
-        return found
+                with contextlib.suppress(OSError):
+                    changed.append((str(candidate.path), os.stat(candidate.path).st_ctime))
+        return found, changed
+
+    def _check_events(self, changed: list[tuple[str, float]], announced: set[str], now: float) -> None:
+        """Files the scan found that no event announced: file events do not arrive, poll instead."""
+        missing = self.event_check.judge(changed, announced, now)
+        if not missing or self.watcher is None or self.watcher.polling:
+            return
+        shown = ", ".join(_relative(self.settings, path) for path in missing[:3])
+        reason = (
+            f"the backstop scan found {len(missing)} file(s) that no file event announced ({shown}):"
+            f" {self.watcher.backend} events do not arrive from this folder"
+        )
+        self.watcher.stop()
+        self._start_watching(polling_because=reason)
 
     # -- health -------------------------------------------------------------------------------------
 
@@ -407,6 +506,8 @@ class Daemon:
         """The process, its observer threads and its loop are alive (called by /healthz)."""
         if self.watcher is None:
             return True, "starting"
+        if self.zone_missing:
+            return False, f"the landing zone {self.settings.data_dir} does not exist"
         if not self.watcher.alive():
             return False, f"the {self.watcher.backend} observer thread stopped"
         busy = self.pass_started is not None or not self.started

@@ -75,6 +75,44 @@ class _Discard(Exception):
         self.drop_previous = drop_previous
 
 
+def is_unrouted(candidate: Candidate, routes: tuple[Route, ...] = ROUTES) -> bool:
+    """A readable entry that no route takes: recorded as ``ignored`` in bulk, never read."""
+    return candidate.problem is None and route_for(os.path.basename(candidate.relative), routes) is None
+
+
+def record_ignored(conn: psycopg.Connection[Any], candidates: list[Candidate]) -> list[FileOutcome]:
+    """Record many unrouted files as ``ignored`` in one transaction and one statement.
+
+    Nothing is read and no claim is taken: two instances writing the same row write the same
+    values. A file gone by now is left out (there is nothing left to ignore).
+    """
+    paths, sizes, mtimes = [], [], []
+    for candidate in sorted(candidates, key=lambda c: c.relative):  # one lock order for all
+        try:
+            info = os.stat(candidate.path)
+        except OSError:
+            continue
+        paths.append(candidate.relative)
+        sizes.append(info.st_size)
+        mtimes.append(info.st_mtime_ns)
+    with conn.transaction():
+        conn.execute(
+            """
+            INSERT INTO ops.raw_ingest_manifest AS m
+                (source_path, status, size_bytes, mtime_ns, rows_loaded, rows_rejected, error_reason)
+            SELECT p, 'ignored', s, t, 0, 0, %(reason)s
+            FROM unnest(%(paths)s::text[], %(sizes)s::bigint[], %(mtimes)s::bigint[]) AS u(p, s, t)
+            ON CONFLICT (source_path) DO UPDATE SET
+                source_sha256 = NULL, target_table = NULL, status = 'ignored', duplicate_of = NULL,
+                load_id = NULL, size_bytes = EXCLUDED.size_bytes, mtime_ns = EXCLUDED.mtime_ns,
+                rows_loaded = 0, rows_rejected = 0, error_reason = EXCLUDED.error_reason,
+                warnings = NULL, updated_at = clock_timestamp()
+            """,
+            {"reason": NO_ROUTE_REASON, "paths": paths, "sizes": sizes, "mtimes": mtimes},
+        )
+    return [FileOutcome(path, "ignored", reason=NO_ROUTE_REASON) for path in paths]
+
+
 def unchanged_since_recorded(entry: ManifestEntry | None, size: int, mtime_ns: int) -> bool:
     return (
         entry is not None

@@ -5,14 +5,15 @@ Choice of backend, in order:
 1. ``--polling`` (or ``WEARABLE_POLLING``): polling.
 2. The landing zone is on a network or virtual file system (NFS, SMB, 9p, virtiofs, FUSE, the
    Docker Desktop bind mounts): polling. Events of such a mount report only what this machine
-   wrote, never what another machine or the host did, so a self-test cannot prove them.
-3. Otherwise the native observer (inotify on Linux) starts, and a canary checks it: a file is
-   written in the hidden folder ``.wearable-canary/`` of the landing zone and its event must
-   arrive within a few seconds; if not, polling. When the canary cannot be written (a read-only
-   mount) the native observer is kept: on a local file system of a Linux kernel, inotify reports
-   every writer on that kernel, including the host's writes into a bind mount.
+   wrote, never what another machine or the host did.
+3. Otherwise the native observer (inotify on Linux). Nothing is written into the landing zone to
+   test it: the backstop scan checks it instead. A file the scan finds that changed after the
+   previous scan began, long enough ago for its event to have arrived, and that no event
+   announced, shows that events do not arrive from this folder (``unannounced``): the daemon
+   then switches to polling and says so.
 
-The handler only records observations into the ``Tracker``; it never touches the database.
+The handler only records observations into the ``Tracker`` (and which paths events announced,
+for that check); it never touches the database.
 """
 
 from __future__ import annotations
@@ -20,14 +21,15 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import stat
 import sys
 import threading
-import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import structlog
 from watchdog.events import (
+    FileAttribEvent,
     FileClosedEvent,
     FileCreatedEvent,
     FileDeletedEvent,
@@ -45,16 +47,20 @@ from watcher.scanner import has_ignored_part
 
 log = structlog.get_logger(__name__)
 
-CANARY_DIR = ".wearable-canary"
-CANARY_TIMEOUT_SECONDS = 3.0
 EVENT_TYPES: list[type[FileSystemEvent]] = [
     FileCreatedEvent,
     FileModifiedEvent,
     FileClosedEvent,
     FileMovedEvent,
     FileDeletedEvent,
+    FileAttribEvent,
 ]
-"""Opens and reads (ours included) are not asked for: reading a file never wakes the daemon."""
+"""Opens and reads (ours included) are not asked for: reading a file never wakes the daemon.
+Attribute changes (chmod, touch) only count as announced, for the backstop's event check."""
+
+EVENT_GRACE_SECONDS = 10.0
+"""How long after a change its event is surely in (a busy machine delays the observer thread):
+younger changes are judged by the event check at a later scan."""
 
 REMOTE_FILESYSTEMS = frozenset(
     {
@@ -64,25 +70,71 @@ REMOTE_FILESYSTEMS = frozenset(
 )  # fmt: skip
 
 
-class CanaryProbe:
-    """Recognises the event of the canary file the daemon wrote."""
+class Announcements:
+    """The paths file events named since the last ``take`` (thread-safe)."""
 
     def __init__(self) -> None:
-        self.path: str | None = None
-        self.seen = threading.Event()
+        self._lock = threading.Lock()
+        self._paths: set[str] = set()
 
-    def check(self, path: str) -> None:
-        if self.path is not None and path == self.path:
-            self.seen.set()
+    def add(self, path: str) -> None:
+        with self._lock:
+            self._paths.add(path)
+
+    def take(self) -> set[str]:
+        with self._lock:
+            taken, self._paths = self._paths, set()
+        return taken
+
+
+class EventCheck:
+    """Do file events arrive? Judged from what the backstop scan finds, never by writing a probe.
+
+    At each scan the daemon takes the paths events announced since the previous one (an
+    ``Announcements``) and hands ``judge`` the files the scan found that it was not already
+    tracking, with the time of their last change (``st_ctime``: a write, a rename into place, a
+    chmod; a user cannot set it back). A file changed after the previous scan took its
+    announcements, at least ``grace`` seconds ago, that no event announced, is proof that events
+    do not arrive. A change younger than ``grace`` is judged at the next scan (its event may be on
+    its way); a change before the previous take is never judged (its event may have been taken).
+    """
+
+    def __init__(self, grace: float) -> None:
+        self.grace = grace
+        self.since: float | None = None
+        self.suspects: dict[str, float] = {}
+
+    def restart(self, now: float) -> None:
+        """Judge only changes from ``now`` on (a new watch, or events known to be lost)."""
+        self.since = now
+        self.suspects.clear()
+
+    def judge(self, found: Iterable[tuple[str, float]], announced: set[str], now: float) -> list[str]:
+        """The paths no event announced; ``now`` is the wall time just after ``announced`` was taken."""
+        since, self.since = self.since, now
+        if since is None:
+            return []
+        candidates = dict(self.suspects)
+        candidates.update((path, changed) for path, changed in found if changed >= since)
+        self.suspects = {}
+        missing = []
+        for path, changed in candidates.items():
+            if path in announced:
+                continue
+            if changed <= now - self.grace:
+                missing.append(path)
+            else:
+                self.suspects[path] = changed
+        return sorted(missing)
 
 
 class LandingHandler(FileSystemEventHandler):
     """Turns watchdog events into tracker observations; hidden and temporary names are ignored."""
 
-    def __init__(self, data_dir: Path, tracker: Tracker, canary: CanaryProbe) -> None:
+    def __init__(self, data_dir: Path, tracker: Tracker, announcements: Announcements) -> None:
         self.data_dir = data_dir
         self.tracker = tracker
-        self.canary = canary
+        self.announcements = announcements
 
     def dispatch(self, event: FileSystemEvent) -> None:
         try:
@@ -94,16 +146,19 @@ class LandingHandler(FileSystemEventHandler):
         if event.is_directory:
             return
         src = os.fsdecode(event.src_path)
-        self.canary.check(src)
         if isinstance(event, FileMovedEvent):
             if self._relevant(src):
                 self.tracker.forget(src)
             dest = os.fsdecode(event.dest_path)
             if dest and self._relevant(dest):
+                self.announcements.add(dest)
                 self.tracker.observe(dest, "moved_in")
             return
         if not self._relevant(src):
             return
+        self.announcements.add(src)
+        if isinstance(event, FileAttribEvent):
+            return  # a chmod or touch: nothing to read, but the path was announced
         if isinstance(event, FileDeletedEvent):
             self.tracker.forget(src)
             return
@@ -129,10 +184,14 @@ class LandingHandler(FileSystemEventHandler):
 class Watcher:
     """A running observer, the name of its backend and why it was chosen."""
 
-    def __init__(self, observer: BaseObserver, backend: str, reason: str) -> None:
+    def __init__(
+        self, observer: BaseObserver, backend: str, reason: str, identity: tuple[int, int] | None = None
+    ) -> None:
         self.observer = observer
         self.backend = backend
         self.reason = reason
+        self.identity = identity
+        """(st_dev, st_ino) of the folder watched, taken before the watch began."""
 
     @property
     def polling(self) -> bool:
@@ -178,76 +237,64 @@ def native_backend_name(observer: BaseObserver) -> str:
     return type(observer).__name__.removesuffix("Observer").lower() or "native"
 
 
+def folder_identity(path: Path) -> tuple[int, int] | None:
+    """(st_dev, st_ino) of a folder, or None when it is gone or not a folder: a folder replaced
+    under the same name (``mv lake lake.old; mkdir lake``) has another identity."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return (info.st_dev, info.st_ino) if stat.S_ISDIR(info.st_mode) else None
+
+
 def start_watcher(
     data_dir: Path,
     tracker: Tracker,
     *,
     force_polling: bool,
     polling_interval: float,
-    canary_timeout: float = CANARY_TIMEOUT_SECONDS,
+    announcements: Announcements | None = None,
 ) -> Watcher:
     """Start the observer the rules above choose; the caller stops it."""
-    canary = CanaryProbe()
-    handler = LandingHandler(data_dir, tracker, canary)
+    identity = folder_identity(data_dir)
+    handler = LandingHandler(data_dir, tracker, announcements or Announcements())
     if force_polling:
-        return _polling(data_dir, handler, polling_interval, "polling was asked for (--polling)")
+        reason = "polling was asked for (--polling)"
+        return _polling(data_dir, handler, polling_interval, reason, identity)
     fs_type = filesystem_type(data_dir)
     if is_remote(fs_type):
         reason = f"the landing zone is on {fs_type}: file events from other machines are not reported"
-        return _polling(data_dir, handler, polling_interval, reason)
-    canary_dir = data_dir / CANARY_DIR
-    try:
-        canary_dir.mkdir(exist_ok=True)  # before the watch: its own watch is then in place
-        writable = True
-    except OSError:
-        writable = False
+        return _polling(data_dir, handler, polling_interval, reason, identity)
     try:
         observer = Observer()
         observer.schedule(handler, str(data_dir), recursive=True, event_filter=EVENT_TYPES)
         observer.start()
     except OSError as exc:
-        _remove_canary_dir(canary_dir)
-        return _polling(data_dir, handler, polling_interval, f"file events could not start: {exc}")
-    name = native_backend_name(observer)
-    if not writable:
-        log.info("event_check_skipped", reason="the landing zone is not writable", fs_type=fs_type)
-        return Watcher(observer, name, f"local file system ({fs_type}); canary not writable")
-    if _canary_arrives(canary_dir, canary, canary_timeout):
-        return Watcher(observer, name, f"canary event received ({fs_type or 'unknown file system'})")
-    with contextlib.suppress(Exception):
-        observer.stop()
-        observer.join(3.0)
-    reason = f"no event arrived for the canary within {canary_timeout:g} s"
-    return _polling(data_dir, handler, polling_interval, reason)
+        reason = f"file events could not start: {exc}"
+        return _polling(data_dir, handler, polling_interval, reason, identity)
+    reason = f"local file system ({fs_type or 'unknown type'}); the backstop scan checks that events arrive"
+    return Watcher(observer, native_backend_name(observer), reason, identity)
 
 
-def _canary_arrives(canary_dir: Path, canary: CanaryProbe, timeout: float) -> bool:
-    probe = canary_dir / f"probe-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    canary.path = str(probe)
-    try:
-        probe.write_bytes(b"canary\n")
-    except OSError as exc:
-        log.info("event_check_skipped", reason=f"canary not writable: {exc}")
-        _remove_canary_dir(canary_dir)
-        return True
-    try:
-        return canary.seen.wait(timeout)
-    finally:
-        with contextlib.suppress(OSError):
-            probe.unlink()
-        _remove_canary_dir(canary_dir)
+def start_polling(
+    data_dir: Path, tracker: Tracker, interval: float, reason: str, announcements: Announcements
+) -> Watcher:
+    """Polling, whatever the file system (after the event check found events missing)."""
+    handler = LandingHandler(data_dir, tracker, announcements)
+    return _polling(data_dir, handler, interval, reason, folder_identity(data_dir))
 
 
-def _remove_canary_dir(canary_dir: Path) -> None:
-    with contextlib.suppress(OSError):  # another instance may have its probe in it
-        canary_dir.rmdir()
-
-
-def _polling(data_dir: Path, handler: LandingHandler, interval: float, reason: str) -> Watcher:
+def _polling(
+    data_dir: Path,
+    handler: LandingHandler,
+    interval: float,
+    reason: str,
+    identity: tuple[int, int] | None,
+) -> Watcher:
     observer = PollingObserver(timeout=interval)
     observer.schedule(handler, str(data_dir), recursive=True, event_filter=EVENT_TYPES)
     observer.start()
-    return Watcher(observer, "polling", reason)
+    return Watcher(observer, "polling", reason, identity)
 
 
 class OverflowListener(logging.Handler):

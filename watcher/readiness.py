@@ -67,6 +67,8 @@ class Observation:
     """Clock time at which the current signature was first seen (a change the stat noticed)."""
     checked_at: float = float("-inf")
     """Clock time of the last stat."""
+    last_event: float = float("-inf")
+    """Clock time of the last event (a scan is none: a change after it is not explained by one)."""
 
     @property
     def waits_for_writer(self) -> bool:
@@ -138,7 +140,7 @@ class Tracker:
             if obs is None:
                 obs = self._files[path] = Observation(path, "event", State.SEEN, now, now)
             before = obs.state
-            obs.last_activity = now
+            obs.last_activity = obs.last_event = now
             obs.state = self._state_after(kind)
             changed = new or obs.state is not before
         if changed and self._wake is not None:
@@ -234,8 +236,8 @@ class Tracker:
             if signature != obs.signature:
                 # An event since the last look explains the change: the window runs from that
                 # event. A change no event announced restarts the window now.
-                explained = obs.signature is None or obs.last_activity >= obs.checked_at
-                obs.signature_since = obs.last_activity if explained else now
+                explained = obs.signature is None or obs.last_event >= obs.checked_at
+                obs.signature_since = obs.last_event if explained else now
                 obs.signature = signature
             obs.checked_at = now
 
@@ -254,3 +256,38 @@ class Tracker:
     def oldest_first_seen(self) -> float | None:
         with self._lock:
             return min((o.first_seen for o in self._files.values()), default=None)
+
+
+ONCE_SETTLE_WINDOWS = 3
+"""``--once`` waits at most this many windows for files that are still changing."""
+
+
+def wait_until_settled(
+    paths: Iterable[str],
+    rules: Rules,
+    limit: float,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+    wall_clock: Callable[[], float] = time.time,
+    stat: Callable[[str], Signature | None] = file_signature,
+    sleep: Callable[[float], None] = time.sleep,
+) -> tuple[list[str], list[str]]:
+    """The daemon's settle rule for a one-shot pass: (settled, still changing) after at most ``limit`` s.
+
+    Each file is judged as a scan finds it: unchanged since its modification time for the window,
+    so a file that settled long ago is taken at once, without any wait. A file that changes while
+    it is watched starts its window again; one still changing when ``limit`` runs out is returned
+    as still changing (the caller leaves it unread). A file that vanishes is in neither list.
+    """
+    tracker = Tracker(rules, expects_close=False, clock=clock, wall_clock=wall_clock, stat=stat)
+    for path in paths:
+        tracker.seed(path, "once")
+    deadline = clock() + limit
+    settled: list[str] = []
+    while True:
+        taken, next_due = tracker.take_settled()
+        settled.extend(item.path for item in taken)
+        now = clock()
+        if not len(tracker) or next_due is None or now >= deadline:
+            return settled, tracker.paths()
+        sleep(max(0.01, min(next_due, deadline) - now))

@@ -1,17 +1,33 @@
 """List candidate files under the landing zone.
 
 Hidden and temporary names are never considered. Nothing is followed out of the landing zone:
-a link whose target lies outside it is reported as a problem, not read.
+a link whose target lies outside it is reported as a problem, not read. Nothing is skipped in
+silence either: a folder that cannot be entered, and a path longer than the system allows, are
+reported as problems too (the files inside cannot even be listed).
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fnmatch import fnmatch
 from pathlib import Path
+
+import structlog
+
+log = structlog.get_logger(__name__)
+
+PATH_TOO_LONG_REASON = (
+    "the path is longer than the system allows (PATH_MAX, 4096 bytes, or a name over 255 bytes);"
+    " what is inside cannot be read: move it to a shorter path"
+)
+FOLDER_DENIED_REASON = (
+    "a folder that cannot be entered (permission denied); its files cannot be listed:"
+    " give the pipeline's user read and execute rights on it"
+)
 
 TEMPORARY_PATTERNS = (".*", "*.part", "*.tmp", "*.swp", "~*", "*~", "*.crdownload")
 
@@ -51,6 +67,8 @@ def inspect_entry(data_dir: Path, path: Path) -> Candidate:
         info = os.lstat(path)
     except FileNotFoundError:
         return Candidate(path, relative, "the file disappeared before it could be read")
+    except OSError as exc:  # a path over PATH_MAX, a folder on the way that cannot be entered
+        return Candidate(path, relative, problem_of(exc))
     if stat.S_ISLNK(info.st_mode):
         try:
             target = path.resolve()
@@ -68,14 +86,26 @@ def inspect_entry(data_dir: Path, path: Path) -> Candidate:
     return Candidate(path, relative)
 
 
+def problem_of(exc: OSError) -> str:
+    """The reason recorded for an entry the system refused to list or examine."""
+    if exc.errno == errno.ENAMETOOLONG:
+        return PATH_TOO_LONG_REASON
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return FOLDER_DENIED_REASON
+    return f"a folder that cannot be read: {exc.strerror or exc}"
+
+
 def scan(data_dir: Path) -> Iterator[Candidate]:
     """Every candidate under the landing zone, in a stable order, recursively.
 
     Directories are descended into, except hidden ones and links to directories; a directory
-    whose name looks like a data file (``x.csv/``) is reported so that the user hears of it.
+    whose name looks like a data file (``x.csv/``) is reported so that the user hears of it, and
+    so is a directory that cannot be listed (no permission, a path over the system's limit).
     """
     data_dir = data_dir.resolve()
-    for root, dirs, files in os.walk(data_dir, followlinks=False):
+    refused: list[OSError] = []
+    for root, dirs, files in os.walk(data_dir, onerror=refused.append, followlinks=False):
+        yield from _refused(data_dir, refused)
         root_path = Path(root)
         dirs[:] = sorted(d for d in dirs if not is_ignored_name(d))
         for name in sorted(files):
@@ -85,3 +115,23 @@ def scan(data_dir: Path) -> Iterator[Candidate]:
             full = root_path / name
             if name.lower().endswith(".csv") or os.path.islink(full):
                 yield inspect_entry(data_dir, full)
+    yield from _refused(data_dir, refused)
+
+
+def _refused(data_dir: Path, errors: list[OSError]) -> Iterator[Candidate]:
+    """The folders ``os.walk`` could not list, as problems (the landing zone itself excepted:
+    the caller finds out about it on its own)."""
+    while errors:
+        exc = errors.pop(0)
+        if exc.filename is None or exc.errno in (errno.ENOENT, errno.ENOTDIR):
+            continue  # removed while the scan ran: nothing to report
+        path = Path(os.fsdecode(exc.filename))
+        if path == data_dir:
+            log.warning("landing_zone_unreadable", error=exc.strerror or str(exc))
+            continue
+        relative = relative_name(data_dir, path)
+        try:
+            relative.encode("utf-8")
+        except UnicodeEncodeError:
+            relative = os.fsencode(relative).decode("utf-8", errors="backslashreplace")
+        yield Candidate(path, relative, problem_of(exc))

@@ -9,20 +9,30 @@ from typing import Any
 
 from watcher.inventory import no_routed_file_hint
 from watcher.manifest import ManifestEntry
-from watcher.pipeline import PassResult
+from watcher.pipeline import EXIT_FAILURES, EXIT_OK, PassResult
 from watcher.quality import TableQuality
 from watcher.runs import WORDS, count_words, word
 
+IGNORED_SHOWN = 5
+"""Ignored files the text summary names; the rest are counted (thousands of notes, one line)."""
+PENDING_REASON = "still being written when the wait ran out; not read, run again once it is complete"
 
-def pass_as_dict(result: PassResult) -> dict[str, Any]:
+
+def exit_code(result: PassResult, pending: Sequence[str] = ()) -> int:
+    """The pass's exit code; a clean pass that left files unread (``pending``) exits 1."""
+    return EXIT_FAILURES if pending and result.exit_code == EXIT_OK else result.exit_code
+
+
+def pass_as_dict(result: PassResult, *, pending: Sequence[str] = ()) -> dict[str, Any]:
     build = result.build
     return {
         "run_id": result.run_id,
         "trigger": result.trigger,
         "status": result.status,
-        "exit_code": result.exit_code,
+        "exit_code": exit_code(result, pending),
         "duration_s": round(result.duration_s, 3),
-        "counts": {w: n for w, n in count_words(o.outcome for o in result.outcomes).items() if n},
+        "counts": {w: n for w, n in _counts(result, pending).items() if n},
+        "pending": list(pending),
         "rows_loaded": result.rows_loaded,
         "rows_rejected": result.rows_rejected,
         "files": [
@@ -60,22 +70,36 @@ def pass_as_dict(result: PassResult) -> dict[str, Any]:
     }
 
 
-def pass_as_text(result: PassResult) -> str:
+def _counts(result: PassResult, pending: Sequence[str]) -> dict[str, int]:
+    """Files per vocabulary word; files left unread because they were still changing are pending."""
     counts = count_words(o.outcome for o in result.outcomes)
+    counts["pending"] += len(pending)
+    return counts
+
+
+def pass_as_text(result: PassResult, *, pending: Sequence[str] = ()) -> str:
+    counts = _counts(result, pending)
     parts = [f"{counts[w]} {w}" for w in WORDS if counts[w]]
     lines = [
         f"run {result.run_id or '-'} ({result.trigger}): {result.status} in {result.duration_s:.1f}s"
         f" — {', '.join(parts) or 'nothing to do'}; {result.rows_loaded:,} rows loaded"
         + (f", {result.rows_rejected:,} rows rejected" if result.rows_rejected else "")
     ]
+    ignored_shown = 0
     for o in result.outcomes:
         status = word(o.outcome)
         if status == "loaded":
             lines.append(f"  loaded    {o.relative} → raw.{o.table}: {o.rows_loaded:,} rows")
+        elif status == "ignored" and ignored_shown >= IGNORED_SHOWN:
+            continue
         elif status in ("rejected", "failed", "duplicate", "ignored", "pending"):
+            ignored_shown += status == "ignored"
             lines.append(f"  {status:<9} {o.relative}: {o.reason}")
         if o.warnings:
             lines.append(f"  warning   {o.relative}: {o.warnings}")
+    if counts["ignored"] > IGNORED_SHOWN:
+        lines.append(f"  ignored   … and {counts['ignored'] - IGNORED_SHOWN:,} more (`status` lists them)")
+    lines.extend(f"  pending   {path}: {PENDING_REASON}" for path in pending)
     if result.outcomes and all(o.table is None and o.outcome == "ignored" for o in result.outcomes):
         lines.append(f"hint: {no_routed_file_hint()}")
     if result.build is not None:

@@ -1,4 +1,4 @@
-"""The daemon's parts on their own: the real observer and canary, the HTTP endpoint."""
+"""The daemon's parts on their own: the real observer, the HTTP endpoint."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry, Counter
 
 from tests.daemon_helpers import free_port, parse_metrics, wait_until
 from watcher.http_endpoint import HttpEndpoint
-from watcher.observer import CANARY_DIR, filesystem_type, is_remote, start_watcher
+from watcher.observer import filesystem_type, is_remote, start_watcher
 from watcher.readiness import Rules, Tracker
 
 
@@ -23,11 +23,12 @@ def tracker() -> Tracker:
 @pytest.mark.parametrize("force_polling", [False, True])
 def test_the_observer_records_data_files_only(tmp_path: Path, force_polling: bool) -> None:
     files = tracker()
+    before = tmp_path.stat().st_mtime_ns
     watcher = start_watcher(tmp_path, files, force_polling=force_polling, polling_interval=0.2)
     try:
         assert watcher.backend == ("polling" if force_polling else "inotify")
         assert watcher.alive()
-        assert not (tmp_path / CANARY_DIR).exists(), "the canary folder was left behind"
+        assert list(tmp_path.iterdir()) == [] and tmp_path.stat().st_mtime_ns == before, "wrote into the lake"
         (tmp_path / "sub").mkdir()
         (tmp_path / "sub" / "dailyActivity.csv").write_text("x\n")
         (tmp_path / ".hidden.csv").write_text("x\n")

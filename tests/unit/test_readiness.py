@@ -3,10 +3,20 @@
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 import pytest
 
-from watcher.readiness import Observation, Rules, Signature, State, Tracker, settle_time
+from watcher.readiness import (
+    ONCE_SETTLE_WINDOWS,
+    Observation,
+    Rules,
+    Signature,
+    State,
+    Tracker,
+    settle_time,
+    wait_until_settled,
+)
 
 WINDOW = 1.0
 STALE = 30.0
@@ -294,3 +304,51 @@ def test_observations_from_another_thread_are_safe(clock: Clock, disk: Disk) -> 
     clock.advance(WINDOW)
     seen += taken(tracker)
     assert sorted(set(seen)) == sorted(paths)
+
+
+# -- the settle rule of a one-shot pass (``watch --once``) ----------------------------------------
+
+
+def settle_once(clock: Clock, disk: Disk, paths: list[str], writer: dict[str, int] | None = None) -> Any:
+    """``wait_until_settled`` with the fake clock; each sleep lets ``writer``'s files grow."""
+    sleeps: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        clock.advance(seconds)
+        for path, growth in (writer or {}).items():
+            size, _ = disk.files[path]
+            disk.files[path] = (size + growth, int((clock.now + WALL_OFFSET) * 1e9))
+
+    settled, changing = wait_until_settled(
+        paths,
+        Rules(window=WINDOW, stale_after=WINDOW),
+        ONCE_SETTLE_WINDOWS * WINDOW,
+        clock=clock,
+        wall_clock=lambda: clock.now + WALL_OFFSET,
+        stat=disk,
+        sleep=sleep,
+    )
+    return settled, changing, sleeps
+
+
+def test_once_takes_files_that_settled_long_ago_without_waiting(clock: Clock, disk: Disk) -> None:
+    disk.files["old.csv"] = (100, int((clock.now + WALL_OFFSET - 60) * 1e9))
+    settled, changing, sleeps = settle_once(clock, disk, ["old.csv"])
+    assert (settled, changing, sleeps) == (["old.csv"], [], [])
+
+
+def test_once_leaves_a_file_still_being_written_pending(clock: Clock, disk: Disk) -> None:
+    now_ns = int((clock.now + WALL_OFFSET) * 1e9)
+    disk.files["growing.csv"] = (100, now_ns)
+    disk.files["old.csv"] = (100, now_ns - 60 * 10**9)
+    settled, changing, sleeps = settle_once(clock, disk, ["growing.csv", "old.csv"], {"growing.csv": 10})
+    assert settled == ["old.csv"] and changing == ["growing.csv"]
+    assert sum(sleeps) <= ONCE_SETTLE_WINDOWS * WINDOW + 0.01, "the wait is bounded"
+
+
+def test_once_takes_a_file_whose_writer_finishes_within_the_wait(clock: Clock, disk: Disk) -> None:
+    disk.files["recent.csv"] = (100, int((clock.now + WALL_OFFSET - 0.4) * 1e9))
+    settled, changing, sleeps = settle_once(clock, disk, ["recent.csv"])
+    assert (settled, changing) == (["recent.csv"], [])
+    assert sleeps and sum(sleeps) == pytest.approx(0.6, abs=0.02), "waited out the rest of the window"
