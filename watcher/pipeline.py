@@ -35,7 +35,7 @@ from watcher.progress import Progress
 from watcher.retry import is_transient, transient_retrying
 from watcher.routes import route_for
 from watcher.scanner import Candidate
-from watcher.transform import BuildResult, Transformer, TransformUnavailable
+from watcher.transform import BuildResult, Transformer, TransformUnavailable, transient_line
 
 log = structlog.get_logger(__name__)
 
@@ -556,13 +556,19 @@ class Pipeline:
         def before_sleep(state: RetryCallState) -> None:
             outcome = state.outcome
             failed = outcome.exception() if outcome is not None and outcome.failed else None
-            fault = str(failed) if failed else (outcome.result().transient_fault() if outcome else None)
+            fault = (
+                transient_line(str(failed))
+                if failed
+                else outcome.result().transient_fault()
+                if outcome
+                else None
+            )
             bound.warning(
                 "dbt_build_retrying",
                 step="dbt",
                 attempt=state.attempt_number,
                 wait_s=round(state.upcoming_sleep, 2),
-                fault=(fault or "").splitlines()[0][:300] if fault else None,
+                fault=fault[:300] if fault else None,
             )
 
         def last_outcome(state: RetryCallState) -> BuildResult:

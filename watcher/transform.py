@@ -91,10 +91,18 @@ TRANSIENT_MESSAGES = (
 LOCK_TIMEOUT_MESSAGE = "canceling statement due to lock timeout"
 
 
+def transient_line(text: str | None) -> str | None:
+    """The line of a dbt error text that names a fault that heals by waiting; None if none does."""
+    for line in (text or "").splitlines():
+        lowered = line.lower()
+        if any(phrase in lowered for phrase in TRANSIENT_MESSAGES):
+            return line.strip()
+    return None
+
+
 def is_transient_message(text: str | None) -> bool:
     """Whether a dbt error text names a fault that heals by waiting."""
-    lowered = (text or "").lower()
-    return any(phrase in lowered for phrase in TRANSIENT_MESSAGES)
+    return transient_line(text) is not None
 
 
 @dataclass
@@ -130,7 +138,7 @@ class BuildResult:
         if self.status == "success" or not failed:
             return None
         if all(n.status == "error" and is_transient_message(n.message) for n in failed):
-            return (failed[0].message or "").strip()
+            return transient_line(failed[0].message)
         return None
 
     def lock_timeouts(self) -> list[str]:

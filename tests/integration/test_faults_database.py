@@ -76,9 +76,7 @@ def aborted_sessions(url: str) -> int:
 def runs_by_status(url: str) -> list[tuple[str, str, int]]:
     return [
         (str(r[0]), str(r[1]), int(r[2]))
-        for r in query(
-            url, "SELECT trigger, status, files_loaded FROM ops.pipeline_runs ORDER BY run_id"
-        )
+        for r in query(url, "SELECT trigger, status, files_loaded FROM ops.pipeline_runs ORDER BY run_id")
     ]
 
 
@@ -129,7 +127,9 @@ def test_a_failed_manifest_read_does_not_poison_later_passes(
                 status, body = daemon.get("/readyz")
                 assert status == 503, body
             finally:
-                execute(migrated_url, "ALTER TABLE ops.raw_ingest_manifest_away RENAME TO raw_ingest_manifest")
+                execute(
+                    migrated_url, "ALTER TABLE ops.raw_ingest_manifest_away RENAME TO raw_ingest_manifest"
+                )
         drop_daily(lake, "dailyActivity_after.csv", days=3, first_id=3300000001)
         wait_until(
             lambda: daily_rows_loaded(migrated_url) == 7, timeout=90, message="both files loaded afterwards"
@@ -212,7 +212,9 @@ def test_sigterm_cancels_a_load_waiting_for_a_lock_and_the_run_is_interrupted(
     assert runs_by_status(migrated_url)[-1][1:] == ("interrupted", 0)
     again = DaemonProcess(lake, migrated_url, tmp_path / "again.log", no_dbt=True)
     with again:
-        wait_until(lambda: daily_rows_loaded(migrated_url) == 5, timeout=60, message="loaded at the next start")
+        wait_until(
+            lambda: daily_rows_loaded(migrated_url) == 5, timeout=60, message="loaded at the next start"
+        )
 
 
 # -- item: a pass stopped by SIGTERM is recorded as interrupted --------------------------------------
@@ -289,21 +291,108 @@ def test_a_build_whose_connections_are_terminated_converges_without_a_new_file(
         assert terminated, "no dbt connection was terminated"
         assert '"dbt_build_retrying"' in daemon.log_text()
         wait_until(
-            lambda: scalar(
-                migrated_url,
-                "SELECT count(*) FROM marts.user_daily_activity WHERE user_id = 3700000000",
-            )
-            == 4,
+            lambda: (
+                scalar(
+                    migrated_url,
+                    "SELECT count(*) FROM marts.user_daily_activity WHERE user_id = 3700000000",
+                )
+                == 4
+            ),
             timeout=120,
             interval=0.5,
             message="the models to converge without a new file",
         )
         wait_until(lambda: daemon.get("/readyz")[0] == 200, timeout=60, message="/readyz ready again")
-        stale = scalar(
-            migrated_url,
-            """SELECT count(*) FROM ops.file_loads WHERE finished_at > coalesce(
-                   (SELECT max(finished_at) FROM ops.pipeline_runs WHERE dbt_status = 'success'),
-                   '-infinity')""",
+        wait_until(
+            lambda: (
+                scalar(
+                    migrated_url,
+                    """SELECT count(*) FROM ops.file_loads WHERE finished_at < (
+                       SELECT max(finished_at) FROM ops.pipeline_runs WHERE dbt_status = 'success')""",
+                )
+                == 1
+            ),
+            timeout=30,
+            message="a successful build recorded after the load",
         )
-        assert stale == 0
     assert len(list(lake.iterdir())) == 1  # converged on the one file, none added
+
+
+def built_once(daemon: DaemonProcess, lake: Path, url: str) -> None:
+    """One file loaded and its models built, so that the marts exist."""
+    drop_daily(lake, "dailyActivity_first.csv", days=3, first_id=3800000000)
+    wait_until(
+        lambda: scalar(url, "SELECT count(*) FROM ops.pipeline_runs WHERE dbt_status = 'success'"),
+        timeout=120,
+        interval=0.5,
+        message="a first successful build",
+    )
+
+
+@pytest.mark.skipif(not dbt_available(), reason="the dbt project is not present")
+def test_a_build_waiting_for_a_lock_times_out_is_counted_and_converges(
+    tmp_path: Path, migrated_url: str
+) -> None:
+    lake = tmp_path / "lake"
+    lake.mkdir()
+    daemon = DaemonProcess(
+        lake,
+        migrated_url,
+        tmp_path / "daemon.log",
+        extra_args=["--reconcile-interval", "2"],
+        extra_env={"WEARABLE_LOCK_TIMEOUT_SECONDS": "2", "WEARABLE_RETRY_SECONDS": "3"},
+    )
+    with daemon:
+        daemon.wait_ready(timeout=120)
+        built_once(daemon, lake, migrated_url)
+        with lock_held(migrated_url, "LOCK TABLE marts.user_daily_activity"):
+            drop_daily(lake, "dailyActivity_second.csv", days=4, first_id=3800000001)
+            wait_until(
+                lambda: daemon.metric("wearable_lock_timeouts_total", step="dbt") >= 1,
+                timeout=60,
+                message="the build's lock timeout counted",
+            )
+            status, body = daemon.get("/readyz")
+            assert status == 503 and "lock" in body, body
+            assert '"lock_timeout"' in daemon.log_text()
+        wait_until(
+            lambda: (
+                scalar(
+                    migrated_url, "SELECT count(*) FROM marts.user_daily_activity WHERE user_id = 3800000001"
+                )
+                == 4
+            ),
+            timeout=90,
+            interval=0.5,
+            message="the models to converge once the lock is gone",
+        )
+        wait_until(lambda: daemon.get("/readyz")[0] == 200, timeout=60, message="/readyz ready again")
+
+
+@pytest.mark.skipif(not dbt_available(), reason="the dbt project is not present")
+def test_sigterm_cancels_a_build_waiting_for_a_lock(tmp_path: Path, migrated_url: str) -> None:
+    lake = tmp_path / "lake"
+    lake.mkdir()
+    daemon = DaemonProcess(
+        lake,
+        migrated_url,
+        tmp_path / "daemon.log",
+        extra_env={"WEARABLE_LOCK_TIMEOUT_SECONDS": "600", "WEARABLE_RETRY_SECONDS": "600"},
+    )
+    try:
+        daemon.start().wait_ready(timeout=120)
+        built_once(daemon, lake, migrated_url)
+        with lock_held(migrated_url, "LOCK TABLE marts.user_daily_activity"):
+            drop_daily(lake, "dailyActivity_second.csv", days=4, first_id=3800000001)
+            wait_until(
+                lambda: "waiting for a lock on marts.user_daily_activity" in daemon.get("/readyz")[1],
+                timeout=60,
+                interval=0.2,
+                message="/readyz to name the lock the build waits for",
+            )
+            daemon.signal(signal.SIGTERM)
+            assert daemon.wait_exit(EXIT_LIMIT_SECONDS) == 0
+    finally:
+        daemon.stop()
+    runs = runs_by_status(migrated_url)
+    assert runs[-1][:2] == ("event", "interrupted"), runs
