@@ -325,6 +325,8 @@ class Daemon:
         except (DatabaseUnavailable, psycopg.Error) as exc:
             self._defer(batch, extra, str(exc))
             return
+        if not waiting:
+            self.problem = None  # the batch could run: there was nothing left to do
         if not waiting or self.stop_requested:
             return  # what is not loaded stays in the landing zone for the next start
         origins = {item.origin for item in batch} | {origin for _, origin in extra}

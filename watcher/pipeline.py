@@ -148,7 +148,8 @@ class Pipeline:
         self.build_retry_wanted = False
         """The last build failed on a transient fault: the daemon tries it again at its backstop tick."""
         self.lock_problem: str | None = None
-        """The last lock wait that timed out, until a later load or build succeeds (for /readyz)."""
+        """The last lock wait that timed out, until the step that timed out succeeds (for /readyz)."""
+        self._lock_step: str | None = None
         self.should_stop: Callable[[], bool] | None = None
         """Set by a long-running owner (the daemon): True ends retries early and stops passes."""
 
@@ -208,6 +209,7 @@ class Pipeline:
 
     def _lock_timed_out(self, step: str, what: str) -> None:
         self.metrics.lock_timeouts.labels(step=step).inc()
+        self._lock_step = step
         seconds = self.settings.lock_timeout_seconds
         self.lock_problem = f"a lock wait timed out ({seconds:g} s) {what}; retrying"
         log.warning("lock_timeout", step=step, waited_s=seconds, what=what)
@@ -299,8 +301,8 @@ class Pipeline:
             bound.error("pass_failed", step="pass", status="failed", error=result.infrastructure_error)
         if should_stop is not None and should_stop() and result.infrastructure_error:
             result.interrupted = True  # retries ended by the stop request, not given up
-        if result.status == "success":
-            self.lock_problem = None
+        if self._lock_step == "load" and not result.infrastructure_error and not result.interrupted:
+            self._lock_step = self.lock_problem = None  # the loads got through
         result.duration_s = time.monotonic() - started
         self._close_run(result, bound)
         return result
@@ -501,6 +503,8 @@ class Pipeline:
             bound.error("dbt_build_failed", step="dbt", status="unavailable", error=str(exc))
             return
         result.build = build
+        if self._lock_step == "dbt" and not build.lock_timeouts():
+            self._lock_step = self.lock_problem = None  # the last attempt waited for no lock in vain
         self.last_build_failed = build.status != "success"
         self.build_retry_wanted = build.transient_fault() is not None
         if build.status != "success" and stopping():

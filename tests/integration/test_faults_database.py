@@ -114,8 +114,7 @@ def test_a_failed_manifest_read_does_not_poison_later_passes(
                 wait_until(
                     lambda: "batch_deferred" in daemon.log_text(), timeout=30, message="the failed pass"
                 )
-                status, body = daemon.get("/readyz")
-                assert status == 503, body
+                during = daemon.get("/readyz")
                 time.sleep(max(0.0, 8 - 2))  # an 8-second lock, as reported
         else:
             execute(migrated_url, "ALTER TABLE ops.raw_ingest_manifest RENAME TO raw_ingest_manifest_away")
@@ -124,8 +123,7 @@ def test_a_failed_manifest_read_does_not_poison_later_passes(
                 wait_until(
                     lambda: "batch_deferred" in daemon.log_text(), timeout=30, message="the failed pass"
                 )
-                status, body = daemon.get("/readyz")
-                assert status == 503, body
+                during = daemon.get("/readyz")
             finally:
                 execute(
                     migrated_url, "ALTER TABLE ops.raw_ingest_manifest_away RENAME TO raw_ingest_manifest"
@@ -139,6 +137,7 @@ def test_a_failed_manifest_read_does_not_poison_later_passes(
             "dailyActivity_after.csv": "loaded",
         }
         assert aborted_sessions(migrated_url) == 0
+        assert during[0] == 503 and "the last batch could not run" in during[1], during
         wait_until(lambda: daemon.get("/readyz")[0] == 200, timeout=30, message="/readyz ready again")
         assert daemon.poll() is None
     assert "current transaction is aborted" not in daemon.log_text()
@@ -289,7 +288,6 @@ def test_a_build_whose_connections_are_terminated_converges_without_a_new_file(
             stop_terminating.set()
             terminator.join(10)
         assert terminated, "no dbt connection was terminated"
-        assert '"dbt_build_retrying"' in daemon.log_text()
         wait_until(
             lambda: (
                 scalar(
@@ -302,6 +300,7 @@ def test_a_build_whose_connections_are_terminated_converges_without_a_new_file(
             interval=0.5,
             message="the models to converge without a new file",
         )
+        assert '"dbt_build_retrying"' in daemon.log_text()
         wait_until(lambda: daemon.get("/readyz")[0] == 200, timeout=60, message="/readyz ready again")
         wait_until(
             lambda: (
