@@ -29,6 +29,7 @@ from tests.daemon_helpers import (
     scalar,
     wait_until,
 )
+from tests.pg_control import ThrowawayServer
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow, pytest.mark.timeout(240)]
 
@@ -395,3 +396,45 @@ def test_sigterm_cancels_a_build_waiting_for_a_lock(tmp_path: Path, migrated_url
         daemon.stop()
     runs = runs_by_status(migrated_url)
     assert runs[-1][:2] == ("event", "interrupted"), runs
+
+
+@pytest.mark.skipif(not dbt_available(), reason="the dbt project is not present")
+def test_a_server_restart_during_a_build_converges_without_a_new_file(
+    tmp_path: Path, throwaway_server: ThrowawayServer
+) -> None:
+    from watcher.database import migrate
+
+    url = throwaway_server.url
+    migrate(url)
+    lake = tmp_path / "lake"
+    lake.mkdir()
+    daemon = DaemonProcess(
+        lake,
+        url,
+        tmp_path / "daemon.log",
+        extra_args=["--reconcile-interval", "2"],
+        extra_env={"WEARABLE_RETRY_SECONDS": "2"},
+    )
+    with daemon:
+        daemon.wait_ready(timeout=120)
+        built_once(daemon, lake, url)
+        builds_before = daemon.log_text().count('"dbt_build_started"')
+        drop_daily(lake, "dailyActivity_restart.csv", days=4, first_id=3900000000)
+        wait_until(
+            lambda: daemon.log_text().count('"dbt_build_started"') > builds_before,
+            timeout=60,
+            interval=0.05,
+            message="the build to start",
+        )
+        throwaway_server.restart(down_s=4)
+        wait_until(
+            lambda: (
+                scalar(url, "SELECT count(*) FROM marts.user_daily_activity WHERE user_id = 3900000000") == 4
+            ),
+            timeout=120,
+            interval=0.5,
+            message="the models to converge without a new file",
+        )
+        wait_until(lambda: daemon.get("/readyz")[0] == 200, timeout=60, message="/readyz ready again")
+        assert daemon.poll() is None
+    assert len(list(lake.iterdir())) == 2  # the first file and the one built across the restart
