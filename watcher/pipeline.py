@@ -560,13 +560,10 @@ class Pipeline:
         def before_sleep(state: RetryCallState) -> None:
             outcome = state.outcome
             failed = outcome.exception() if outcome is not None and outcome.failed else None
-            fault = (
-                transient_line(str(failed))
-                if failed
-                else outcome.result().transient_fault()
-                if outcome
-                else None
-            )
+            if failed is not None:
+                fault = transient_line(str(failed)) or _first_line(failed)
+            else:
+                fault = outcome.result().transient_fault() if outcome is not None else None
             bound.warning(
                 "dbt_build_retrying",
                 step="dbt",

@@ -83,6 +83,7 @@ TRANSIENT_MESSAGES = (
     "no connection to the server",
     "could not connect to server",
     "connection refused",
+    "failed: no such file or directory",  # the server's socket is gone: it is restarting
     "connection timed out",
     "ssl connection has been closed unexpectedly",
     "could not receive data from server",
