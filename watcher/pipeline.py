@@ -560,6 +560,7 @@ class Pipeline:
         def before_sleep(state: RetryCallState) -> None:
             outcome = state.outcome
             failed = outcome.exception() if outcome is not None and outcome.failed else None
+            fault: str | None
             if failed is not None:
                 fault = transient_line(str(failed)) or _first_line(failed)
             else:
