@@ -112,7 +112,13 @@ def _dispatch(args: argparse.Namespace, settings: Settings, url: str) -> int:
 
 def make_pipeline(settings: Settings, url: str, *, show_progress: bool = False) -> Pipeline:
     transformer = (
-        Transformer(settings.dbt_project_dir, url, threads=settings.dbt_threads, tests=settings.dbt_tests)
+        Transformer(
+            settings.dbt_project_dir,
+            url,
+            threads=settings.dbt_threads,
+            tests=settings.dbt_tests,
+            lock_timeout_seconds=settings.lock_timeout_seconds,
+        )
         if settings.run_dbt
         else None
     )

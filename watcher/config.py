@@ -44,6 +44,8 @@ class Settings:
     retry_total_seconds: float = 60.0
     """How long transient database faults are retried before the pass gives up (exit code 3)."""
     retry_max_wait_seconds: float = 5.0
+    lock_timeout_seconds: float = 30.0
+    """Longest wait of one statement (loads and dbt builds) for a lock; 0: no limit."""
     error_budget_fraction: float = 0.01
     error_budget_rows: int = 1000
     max_line_bytes: int = 1 << 20
@@ -208,6 +210,7 @@ def build_settings(overrides: Overrides, env: Mapping[str, str] | None = None) -
         ),
         force_polling=overrides.polling or _bool(env, "WEARABLE_POLLING"),
         retry_total_seconds=_float(env, "WEARABLE_RETRY_SECONDS", 60.0),
+        lock_timeout_seconds=_float(env, "WEARABLE_LOCK_TIMEOUT_SECONDS", 30.0),
         error_budget_fraction=_float(env, "WEARABLE_ERROR_BUDGET_FRACTION", 0.01),
         error_budget_rows=int(_float(env, "WEARABLE_ERROR_BUDGET_ROWS", 1000)),
     )

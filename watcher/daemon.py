@@ -59,6 +59,11 @@ DATABASE_CHECK_SECONDS = 15.0
 MAX_BACKOFF_SECONDS = 60.0
 STALE_AFTER_MIN_SECONDS = 30.0
 CONNECT_TIMEOUT_SECONDS = 3
+STOP_GRACE_SECONDS = 5.0
+"""After a stop request, the pass in flight may end by itself this long (a warm dbt build takes
+1-3 s); then its statements are cancelled, so the process exits within 10 s even when a
+statement waits for a lock."""
+CANCEL_INTERVAL_SECONDS = 0.5
 
 
 def rules_for(settings: Settings, *, polling: bool) -> Rules:
@@ -140,6 +145,11 @@ class Daemon:
         self.warm = threading.Event()
         self.announced = False
         self.stop_requested = False
+        self.stop_event = threading.Event()
+        """Set by the signal handler: wakes the thread that cancels what the pass waits for."""
+        self.loop_done = threading.Event()
+        self.problem: str | None = None
+        """Why the last batch could not run (a database error), until a batch runs (for /readyz)."""
         self.signals = 0
         self.heartbeat = clock()
         self.pass_started: float | None = None
@@ -172,6 +182,7 @@ class Daemon:
             )
             return EXIT_USAGE
         overflow = listen_for_overflow(self._request_rescan)
+        threading.Thread(target=self._cancel_on_stop, name="stop-canceller", daemon=True).start()
         try:
             log.info(
                 "daemon_starting",
@@ -192,6 +203,7 @@ class Daemon:
                 in_flight=self.in_flight is not None,
             )
         finally:
+            self.loop_done.set()
             stop_listening(overflow)
             if self.watcher is not None:
                 self.watcher.stop()
@@ -216,9 +228,30 @@ class Daemon:
             os._exit(128 + signum)
         self.stop_requested = True
         self.stop_signal = signum
+        self.stop_event.set()  # no I/O here: the canceller thread does it
 
     def _should_stop(self) -> bool:
         return self.stop_requested
+
+    def _cancel_on_stop(self) -> None:
+        """After a stop request and its grace period, cancel the statements the pass still waits
+        for (a lock wait, a long dbt node), again every half second until the loop is done.
+
+        A thread of its own: a signal handler must not do I/O, and the main thread is the one
+        blocked in the statement.
+        """
+        self.stop_event.wait()
+        if self.loop_done.wait(STOP_GRACE_SECONDS):
+            return
+        told = False
+        while not self.loop_done.is_set():
+            asked = self.pipeline.cancel_statements()
+            if asked and not told:
+                told = True
+                log.warning(
+                    "statements_cancelled", step="daemon", statements=asked, grace_s=STOP_GRACE_SECONDS
+                )
+            self.loop_done.wait(CANCEL_INTERVAL_SECONDS)
 
     def _start_endpoint(self) -> HttpEndpoint | None:
         if self.settings.metrics_addr is None:
@@ -309,6 +342,7 @@ class Daemon:
             log.info("daemon_ready", step="startup", backend=self.watcher.backend if self.watcher else None)
         if not startup and (self.rescan_requested or now >= self.next_reconcile):
             self._reconcile()
+            self._retry_build()
         if now >= self.retry_at:
             batch, deadline = self.tracker.take_settled()
             if batch or self.immediate:
@@ -343,6 +377,8 @@ class Daemon:
         except (DatabaseUnavailable, psycopg.Error) as exc:
             self._defer(batch, extra, str(exc))
             return
+        if not waiting:
+            self.problem = None  # the batch could run: there was nothing left to do
         if not waiting or self.stop_requested:
             return  # what is not loaded stays in the landing zone for the next start
         origins = {item.origin for item in batch} | {origin for _, origin in extra}
@@ -365,6 +401,20 @@ class Daemon:
             self._defer(batch, extra, result.infrastructure_error)
         else:
             self.backoff = 0.0
+            self.problem = None
+
+    def _retry_build(self) -> None:
+        """A build that failed on a transient fault is tried again at each backstop tick, so the
+        models converge without a new file."""
+        if not self.pipeline.build_retry_wanted or self.stop_requested:
+            return
+        self.pass_started = self.clock()
+        try:
+            self.pipeline.retry_build()
+        except (DatabaseUnavailable, psycopg.Error) as exc:
+            log.warning("build_retry_deferred", step="reconcile", error=str(exc).splitlines()[0])
+        finally:
+            self.pass_started = None
 
     def _settled_wall_times(self, batch: list[Settled]) -> dict[str, float]:
         """When each file settled, on the wall clock; only files an event announced (drop-to-ready)."""
@@ -381,7 +431,9 @@ class Daemon:
         self.immediate.extend(extra)
         self.backoff = min(MAX_BACKOFF_SECONDS, max(1.0, self.backoff * 2))
         self.retry_at = self.clock() + self.backoff
-        self.metrics.database_up.set(0)
+        self.problem = error.splitlines()[0] if error else "a database error"
+        if not self.pipeline.lock_problem:  # a lock wait is no outage
+            self.metrics.database_up.set(0)
         log.warning(
             "batch_deferred",
             step="daemon",
@@ -527,6 +579,12 @@ class Daemon:
         self.metrics.database_up.set(1 if up else 0)
         if not up:
             return False, "the database does not answer"
+        if self.pass_started is not None and (waits := self.pipeline.lock_waits()):
+            return False, f"waiting for a lock on {', '.join(waits)}"
+        if self.pipeline.lock_problem:
+            return False, self.pipeline.lock_problem
+        if self.problem:
+            return False, f"the last batch could not run: {self.problem}"
         if self.pipeline.last_build_failed:
             return False, "the last dbt build failed"
         return True, "ready"

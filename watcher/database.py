@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import importlib.util
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import resources
@@ -15,6 +16,7 @@ import psycopg
 import structlog
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.pq import TransactionStatus
 
 from watcher.config import ConfigError, Settings
 
@@ -245,23 +247,112 @@ def migrate(url: str) -> list[str]:
 
 
 class ConnectionHolder:
-    """One long-lived connection, opened on demand and replaced after it breaks."""
+    """One long-lived connection, opened on demand, always handed out outside a transaction.
 
-    def __init__(self, url: str) -> None:
+    Every error path ends in ``reset``: the transaction the error left behind is rolled back, or
+    the connection is discarded when even that fails, so one failed statement never poisons the
+    next use. ``lock_timeout_ms`` (0: none) bounds every lock wait of the connection's statements.
+    """
+
+    def __init__(self, url: str, *, lock_timeout_ms: int = 0) -> None:
         self.url = url
+        self.lock_timeout_ms = lock_timeout_ms
         self._conn: psycopg.Connection[Any] | None = None
+        self.backend_pid: int | None = None
+        """The server process of the open connection (read by other threads: lock waits, cancel)."""
+        self._cancel_lock = threading.Lock()
+        self._cancellable = False
 
     def get(self) -> psycopg.Connection[Any]:
+        """The connection, idle: a transaction left open or aborted by an earlier use is rolled back."""
+        if self._conn is not None and not self._conn.closed and not self._conn.broken:
+            self.reset()
         if self._conn is None or self._conn.closed or self._conn.broken:
             self.close()
-            self._conn = connect(self.url)
+            self._conn = self._open()
         return self._conn
+
+    def _open(self) -> psycopg.Connection[Any]:
+        conn = connect(self.url)
+        try:
+            if self.lock_timeout_ms:
+                # A session setting, not a connection option: the URL's own ``options`` stay as given.
+                conn.execute("SELECT set_config('lock_timeout', %s, false)", (f"{self.lock_timeout_ms}ms",))
+            conn.commit()
+        except BaseException:
+            conn.close()
+            raise
+        self.backend_pid = conn.info.backend_pid
+        return conn
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator[psycopg.Connection[Any]]:
+        """The connection for one unit of work; whatever happens in it, it ends outside a transaction.
+
+        On an error (any exception) the transaction is rolled back, or the connection discarded;
+        on success a transaction the work left open (a read) is ended as well.
+        """
+        conn = self.get()
+        try:
+            yield conn
+        finally:
+            self.reset()
+
+    def reset(self) -> None:
+        """Roll back whatever transaction the connection is in; discard it if that fails."""
+        conn = self._conn
+        if conn is None:
+            return
+        if conn.closed or conn.broken:
+            self.close()
+            return
+        status = conn.info.transaction_status
+        if status == TransactionStatus.IDLE:
+            return
+        if status in (TransactionStatus.INTRANS, TransactionStatus.INERROR):
+            try:
+                conn.rollback()
+                return
+            except Exception as exc:
+                log.warning("connection_discarded", error=str(exc).splitlines()[0] if str(exc) else None)
+        self.close()  # ACTIVE (a statement cut short mid-way) or UNKNOWN: nothing to save
 
     def close(self) -> None:
         if self._conn is not None:
             with contextlib.suppress(Exception):
                 self._conn.close()
         self._conn = None
+        self.backend_pid = None
+
+    # -- called from other threads ------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def cancellable(self) -> Iterator[None]:
+        """While inside, ``cancel`` may cancel the statement in flight (and only then)."""
+        with self._cancel_lock:
+            self._cancellable = True
+        try:
+            yield
+        finally:
+            with self._cancel_lock:
+                self._cancellable = False
+
+    def cancel(self) -> bool:
+        """Cancel the statement in flight, if the owner marked it cancellable; safe from any thread.
+
+        The lock makes sure no cancel request is sent once the owner left the cancellable part:
+        a request that arrived late could otherwise hit a statement that must not fail (recording
+        the run).
+        """
+        with self._cancel_lock:
+            conn = self._conn
+            if not self._cancellable or conn is None or conn.closed:
+                return False
+            try:
+                conn.cancel_safe(timeout=3.0)
+            except psycopg.Error:
+                return False
+            return True
 
     def ping(self, timeout_seconds: int = 3) -> bool:
         """True when the database answers now, on a connection of its own (used by /readyz)."""
@@ -271,3 +362,23 @@ class ConnectionHolder:
             return True
         except psycopg.Error:
             return False
+
+
+def lock_waits(url: str, pids: list[int], timeout_seconds: int = 3) -> list[str]:
+    """What the given server processes wait for now: ``raw.daily_activity``, ``a row lock``, ...
+
+    An empty list when none waits or the question cannot be answered. Advisory locks (the build
+    lock, which another instance's build holds) are not lock faults and are left out.
+    """
+    if not pids:
+        return []
+    try:
+        with psycopg.connect(url, autocommit=True, connect_timeout=timeout_seconds) as conn:
+            rows = conn.execute(
+                """SELECT DISTINCT coalesce(relation::regclass::text, locktype)
+                   FROM pg_locks WHERE pid = ANY(%s) AND NOT granted AND locktype <> 'advisory'""",
+                (pids,),
+            ).fetchall()
+    except psycopg.Error:
+        return []
+    return sorted(str(r[0]) for r in rows)

@@ -81,6 +81,12 @@ class Metrics:
         self.database_up = Gauge(
             "wearable_database_up", "1 when the database answered the last check.", registry=registry
         )
+        self.lock_timeouts = Counter(
+            "wearable_lock_timeouts_total",
+            "Statements that waited for a lock longer than the lock timeout, by step (load, dbt).",
+            ["step"],
+            registry=registry,
+        )
         self.runs = Counter(
             "wearable_runs_total",
             "Pipeline passes, by trigger and status.",

@@ -14,12 +14,20 @@ from typing import Any
 
 import psycopg
 import structlog
-from tenacity import RetryCallState, stop_any
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception,
+    retry_if_result,
+    stop_after_delay,
+    stop_any,
+    wait_random_exponential,
+)
 from tenacity.stop import stop_base
 
 from watcher import manifest, runs
 from watcher.config import Settings
-from watcher.database import ConnectionHolder
+from watcher.database import ConnectionHolder, lock_waits
 from watcher.ingest import (
     FileOutcome,
     LoadLimits,
@@ -32,8 +40,9 @@ from watcher.manifest import ManifestEntry, all_entries
 from watcher.metrics import Metrics
 from watcher.progress import Progress
 from watcher.retry import is_transient, transient_retrying
+from watcher.routes import route_for
 from watcher.scanner import Candidate
-from watcher.transform import BuildResult, Transformer, TransformUnavailable
+from watcher.transform import BuildResult, Transformer, TransformUnavailable, transient_line
 
 log = structlog.get_logger(__name__)
 
@@ -43,6 +52,10 @@ LOADING_OUTCOMES = ("loaded", "duplicate")
 
 class DatabaseUnavailable(RuntimeError):
     """The database stayed unreachable through every retry."""
+
+
+class LockTimeout(DatabaseUnavailable):
+    """A statement kept waiting for a lock past the lock timeout, through every retry."""
 
 
 class PassInterrupted(Exception):
@@ -57,6 +70,8 @@ class PassResult:
     build: BuildResult | None = None
     build_error: str | None = None
     infrastructure_error: str | None = None
+    interrupted: bool = False
+    """A stop request cut the pass short: files left pending, or a build cut off or not retried."""
     duration_s: float = 0.0
 
     def count(self, *outcomes: str) -> int:
@@ -84,6 +99,8 @@ class PassResult:
 
     @property
     def status(self) -> str:
+        if self.interrupted:
+            return "interrupted"
         if self.infrastructure_error:
             return "failed"
         if self.exit_code == EXIT_OK:
@@ -125,7 +142,7 @@ class Pipeline:
         show_progress: bool = False,
     ) -> None:
         self.settings = settings
-        self.db = ConnectionHolder(url)
+        self.db = ConnectionHolder(url, lock_timeout_ms=round(settings.lock_timeout_seconds * 1000))
         self.metrics = metrics
         self.transformer = transformer
         self.show_progress = show_progress
@@ -133,8 +150,16 @@ class Pipeline:
             settings.max_line_bytes, settings.error_budget_fraction, settings.error_budget_rows
         )
         self.last_build_failed = False
+        self.build_retry_wanted = False
+        """The last build failed on a transient fault: the daemon tries it again at its backstop tick."""
+        self.lock_problem: str | None = None
+        """The last lock wait that timed out, until the step that timed out succeeds (for /readyz)."""
+        self._lock_step: str | None = None
         self.should_stop: Callable[[], bool] | None = None
         """Set by a long-running owner (the daemon): True ends retries early and stops passes."""
+
+    def _stopping(self) -> bool:
+        return self.should_stop is not None and self.should_stop()
 
     def _retrying(self) -> Any:
         policy = transient_retrying(
@@ -144,24 +169,78 @@ class Pipeline:
         )
         if self.should_stop is None or not isinstance(policy.stop, stop_base):
             return policy
-        return policy.copy(stop=stop_any(policy.stop, _StopWhen(self.should_stop)))
+        # A stop request also ends a wait between two attempts (the policy's own sleep would not).
+        return policy.copy(stop=stop_any(policy.stop, _StopWhen(self.should_stop)), sleep=self._sleep)
 
-    def _with_database(self, action: Any) -> Any:
-        """Run ``action(conn)`` with retries on transient faults; DatabaseUnavailable at the end."""
+    def _sleep(self, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while not self._stopping() and (left := deadline - time.monotonic()) > 0:
+            time.sleep(min(0.1, left))
+
+    def _with_database(self, action: Any, *, cancellable: bool = False, waits_for: str | None = None) -> Any:
+        """Run ``action(conn)`` with retries on transient faults; DatabaseUnavailable at the end.
+
+        Whatever ``action`` raises, the connection ends outside a transaction (rolled back or
+        discarded): a failed step never poisons the next. ``cancellable``: a stop request may
+        cancel the statement in flight (``cancel_statements``); the step then ends with
+        PassInterrupted. ``waits_for`` names the step for a lock timeout's message.
+        """
+
+        def run_once() -> Any:
+            with self.db.session() as conn:
+                if not cancellable:
+                    return action(conn)
+                with self.db.cancellable():
+                    return action(conn)
+
         try:
             for attempt in self._retrying():
                 with attempt:
-                    return action(self.db.get())
+                    try:
+                        return run_once()
+                    except psycopg.errors.LockNotAvailable:
+                        self._lock_timed_out("load", waits_for or "the pipeline's bookkeeping")
+                        raise
         except psycopg.Error as exc:
+            if cancellable and self._stopping():
+                raise PassInterrupted from exc
+            if isinstance(exc, psycopg.errors.LockNotAvailable):
+                raise LockTimeout(self.lock_problem or _first_line(exc)) from exc
             if is_transient(exc):
                 self.metrics.database_up.set(0)
                 raise DatabaseUnavailable(f"database unreachable: {str(exc).splitlines()[0]}") from exc
             raise
         raise AssertionError("unreachable")
 
+    def _lock_timed_out(self, step: str, what: str) -> None:
+        self.metrics.lock_timeouts.labels(step=step).inc()
+        self._lock_step = step
+        seconds = self.settings.lock_timeout_seconds
+        self.lock_problem = f"a lock wait timed out ({seconds:g} s) {what}; retrying"
+        log.warning("lock_timeout", step=step, waited_s=seconds, what=what)
+
+    def cancel_statements(self) -> int:
+        """Cancel what the pass waits for in the database now (its load, its dbt build).
+
+        Safe from another thread (the daemon's stop); returns how many statements were asked.
+        """
+        asked = 1 if self.db.cancel() else 0
+        if self.transformer is not None:
+            asked += self.transformer.cancel()
+        return asked
+
+    def lock_waits(self) -> list[str]:
+        """What the pass's statements wait for now (relations, or kinds of lock); from any thread."""
+        pids = [pid for pid in (self.db.backend_pid,) if pid is not None]
+        if self.transformer is not None:
+            pids += self.transformer.backend_pids()
+        return lock_waits(self.db.url, pids)
+
     def manifest_snapshot(self) -> dict[str, ManifestEntry]:
-        entries: list[ManifestEntry] = self._with_database(all_entries)
-        self.db.get().rollback()
+        try:
+            entries: list[ManifestEntry] = self._with_database(all_entries, cancellable=True)
+        except PassInterrupted as exc:  # a stop cancelled the read: the callers know this one
+            raise DatabaseUnavailable("stopping: the manifest read was cancelled") from exc
         return {e.source_path: e for e in entries}
 
     def pending(self, candidates: Iterable[Candidate]) -> list[Candidate]:
@@ -211,10 +290,24 @@ class Pipeline:
             bound = bound.bind(run_id=result.run_id)
             self.metrics.database_up.set(1)
             self._load_all(candidates, result, bound, json_output, force, should_stop)
-            self._build(result, bound, settled_at or {}, set(rebuild))
+            self._build(result, bound, settled_at or {}, set(rebuild), should_stop)
+        except LockTimeout as exc:
+            result.infrastructure_error = str(exc)
+            bound.error("lock_wait_gave_up", step="load", status="failed", error=str(exc))
         except DatabaseUnavailable as exc:
             result.infrastructure_error = str(exc)
             bound.error("database_unavailable", step="load", status="failed", error=str(exc))
+        except PassInterrupted:
+            result.interrupted = True
+        except psycopg.Error as exc:
+            # Not transient (a statement timeout, a missing table): this pass fails, the next one
+            # starts on a clean connection (``_with_database`` rolled this one back).
+            result.infrastructure_error = f"database error: {_first_line(exc)}"
+            bound.error("pass_failed", step="pass", status="failed", error=result.infrastructure_error)
+        if should_stop is not None and should_stop() and result.infrastructure_error:
+            result.interrupted = True  # retries ended by the stop request, not given up
+        if self._lock_step == "load" and not result.infrastructure_error and not result.interrupted:
+            self._lock_step = self.lock_problem = None  # the loads got through
         result.duration_s = time.monotonic() - started
         self._close_run(result, bound)
         return result
@@ -241,6 +334,7 @@ class Pipeline:
                         raise PassInterrupted
                     outcome = self._load_one(candidate, result.run_id, progress, force, should_stop)
                 except PassInterrupted:
+                    result.interrupted = True
                     bound.warning(
                         "pass_interrupted", step="load", path=candidate.relative, left=len(candidates) - done
                     )
@@ -295,8 +389,10 @@ class Pipeline:
                 force=force,
             )
 
+        table = route_for(os.path.basename(candidate.relative))
+        what = f"loading {candidate.relative} into raw.{table.table if table else '?'}"
         try:
-            outcome: FileOutcome = self._with_database(action)
+            outcome: FileOutcome = self._with_database(action, cancellable=True, waits_for=what)
         except psycopg.Error as exc:
             # A permanent database error on this file (say, disk full): record and go on.
             self.db.close()
@@ -383,7 +479,12 @@ class Pipeline:
         return self.run_pass([], "startup", rebuild=tables)
 
     def _build(
-        self, result: PassResult, bound: Any, settled_at: Mapping[str, float], rebuild: set[str]
+        self,
+        result: PassResult,
+        bound: Any,
+        settled_at: Mapping[str, float],
+        rebuild: set[str],
+        should_stop: Callable[[], bool] | None = None,
     ) -> None:
         changed = {o.table for o in result.outcomes if o.outcome in LOADING_OUTCOMES and o.table} | rebuild
         if not self.settings.run_dbt or self.transformer is None:
@@ -416,18 +517,23 @@ class Pipeline:
                 nodes=len(build.nodes),
             )
 
+        stopping = should_stop or (lambda: False)
         try:
-            build = self.transformer.build(changed, on_models_built=models_built)
+            build = self._build_retrying(self.transformer, changed, models_built, bound, stopping)
         except TransformUnavailable as exc:
             result.build_error = str(exc)
+            result.interrupted = result.interrupted or stopping()
             self.last_build_failed = True
-            self.metrics.dbt_builds.labels(status="error").inc()
+            self.build_retry_wanted = exc.transient
             bound.error("dbt_build_failed", step="dbt", status="unavailable", error=str(exc))
             return
         result.build = build
-        self.metrics.dbt_builds.labels(status=build.status).inc()
-        self.metrics.dbt_build_duration.observe(build.duration_s)
+        if self._lock_step == "dbt" and not build.lock_timeouts():
+            self._lock_step = self.lock_problem = None  # the last attempt waited for no lock in vain
         self.last_build_failed = build.status != "success"
+        self.build_retry_wanted = build.transient_fault() is not None
+        if build.status != "success" and stopping():
+            result.interrupted = True  # its statements were cancelled, or its retries cut short
         if build.status == "success":
             self.metrics.last_build.set_to_current_time()
             bound.info(
@@ -449,13 +555,84 @@ class Pipeline:
                 failures=build.summary(),
             )
 
+    def _build_retrying(
+        self,
+        transformer: Transformer,
+        tables: set[str],
+        models_built: Callable[[BuildResult], None],
+        bound: Any,
+        stopping: Callable[[], bool],
+    ) -> BuildResult:
+        """``transformer.build``, again while it fails on a transient fault only (a connection
+        cut, the server restarting, a lock timeout), as loads are retried: the same time budget
+        (``WEARABLE_RETRY_SECONDS``) and back-off. Each attempt is counted and timed."""
+
+        def attempt() -> BuildResult:
+            try:
+                build = transformer.build(tables, on_models_built=models_built)
+            except TransformUnavailable:
+                self.metrics.dbt_builds.labels(status="error").inc()
+                raise
+            self.metrics.dbt_builds.labels(status=build.status).inc()
+            self.metrics.dbt_build_duration.observe(build.duration_s)
+            for node in build.lock_timeouts():
+                self._lock_timed_out("dbt", f"in dbt ({node})")
+            return build
+
+        def transient(outcome: BuildResult) -> bool:
+            return outcome.transient_fault() is not None
+
+        def before_sleep(state: RetryCallState) -> None:
+            outcome = state.outcome
+            failed = outcome.exception() if outcome is not None and outcome.failed else None
+            fault: str | None
+            if failed is not None:
+                fault = transient_line(str(failed)) or _first_line(failed)
+            else:
+                fault = outcome.result().transient_fault() if outcome is not None else None
+            bound.warning(
+                "dbt_build_retrying",
+                step="dbt",
+                attempt=state.attempt_number,
+                wait_s=round(state.upcoming_sleep, 2),
+                fault=fault[:300] if fault else None,
+            )
+
+        def last_outcome(state: RetryCallState) -> BuildResult:
+            assert state.outcome is not None
+            return state.outcome.result()  # type: ignore[no-any-return]  # re-raises an exception
+
+        policy = Retrying(
+            retry=retry_if_result(transient)
+            | retry_if_exception(lambda exc: isinstance(exc, TransformUnavailable) and exc.transient),
+            stop=stop_any(stop_after_delay(self.settings.retry_total_seconds), _StopWhen(stopping)),
+            wait=wait_random_exponential(multiplier=0.25, max=self.settings.retry_max_wait_seconds),
+            sleep=self._sleep,
+            before_sleep=before_sleep,
+            retry_error_callback=last_outcome,
+        )
+        build: BuildResult = policy(attempt)
+        return build
+
+    def retry_build(self) -> PassResult | None:
+        """Build again what a build that failed on a transient fault left stale (the daemon's
+        backstop tick); nothing when nothing is stale."""
+        if not self._wants_build():
+            self.build_retry_wanted = False
+            return None
+        tables = self._stale_tables()  # on an error the wish stays, for the next tick
+        if not tables:
+            self.build_retry_wanted = False
+            return None
+        return self.run_pass([], "reconcile", rebuild=tables)
+
     def _close_run(self, result: PassResult, bound: Any) -> None:
         self.metrics.runs.labels(trigger=result.trigger, status=result.status).inc()
         if result.run_id is not None:
             try:
                 self._with_database(lambda c: runs.close_run(c, result.run_id, result.totals()))
-            except DatabaseUnavailable as exc:
-                bound.error("run_not_recorded", error=str(exc))
+            except (DatabaseUnavailable, psycopg.Error) as exc:
+                bound.error("run_not_recorded", error=_first_line(exc))
         if result.failures or result.exit_code != EXIT_OK:
             bound.warning(
                 "pass_finished_with_errors",

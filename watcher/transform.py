@@ -15,6 +15,7 @@ A build runs its data tests in one of two ways (``WEARABLE_DBT_TESTS``):
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
@@ -30,6 +31,7 @@ from psycopg import sql
 
 from watcher.config import DBT_TEST_MODES
 from watcher.libpq_env import for_dbt, write_service_file
+from watcher.retry import is_transient
 
 log = structlog.get_logger(__name__)
 
@@ -48,7 +50,60 @@ FINGERPRINTS_MODEL = "int_user_source_fingerprints"
 
 
 class TransformUnavailable(RuntimeError):
-    """dbt could not run at all (not installed, bad project, unreachable database)."""
+    """dbt could not run at all (not installed, bad project, unreachable database).
+
+    ``transient``: the cause may pass by itself (the database restarting, a connection cut);
+    the build is then tried again.
+    """
+
+    def __init__(self, message: str, *, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
+
+
+# dbt reports a node's database error as text only (no SQLSTATE): these are PostgreSQL's and
+# libpq's messages for the faults that heal by waiting (the SQLSTATEs ``is_transient`` retries:
+# 08*, 57P01-57P03, 53300, 40001, 40P01, 55P03), and psycopg2's for a connection already lost.
+TRANSIENT_MESSAGES = (
+    "canceling statement due to lock timeout",
+    "could not obtain lock",
+    "deadlock detected",
+    "could not serialize access",
+    "terminating connection due to administrator command",
+    "terminating connection because of crash of another server process",
+    "terminating connection due to unexpected postmaster exit",
+    "the database system is shutting down",
+    "the database system is starting up",
+    "the database system is in recovery mode",
+    "the database system is not yet accepting connections",
+    "too many clients already",
+    "too many connections",
+    "server closed the connection unexpectedly",
+    "connection already closed",
+    "no connection to the server",
+    "could not connect to server",
+    "connection refused",
+    "failed: no such file or directory",  # the server's socket is gone: it is restarting
+    "connection timed out",
+    "ssl connection has been closed unexpectedly",
+    "could not receive data from server",
+    "could not send data to server",
+)
+LOCK_TIMEOUT_MESSAGE = "canceling statement due to lock timeout"
+
+
+def transient_line(text: str | None) -> str | None:
+    """The line of a dbt error text that names a fault that heals by waiting; None if none does."""
+    for line in (text or "").splitlines():
+        lowered = line.lower()
+        if any(phrase in lowered for phrase in TRANSIENT_MESSAGES):
+            return line.strip()
+    return None
+
+
+def is_transient_message(text: str | None) -> bool:
+    """Whether a dbt error text names a fault that heals by waiting."""
+    return transient_line(text) is not None
 
 
 @dataclass
@@ -76,6 +131,20 @@ class BuildResult:
     @property
     def failures(self) -> list[NodeResult]:
         return [n for n in self.nodes if n.status in FAILED_STATUSES]
+
+    def transient_fault(self) -> str | None:
+        """The first failure's message when the build failed and every failure was a transient
+        fault (a retry may pass); None otherwise (a success, or a failure a retry repeats)."""
+        failed = self.failures
+        if self.status == "success" or not failed:
+            return None
+        if all(n.status == "error" and is_transient_message(n.message) for n in failed):
+            return transient_line(failed[0].message)
+        return None
+
+    def lock_timeouts(self) -> list[str]:
+        """The nodes whose statement waited for a lock past the lock timeout."""
+        return [n.unique_id for n in self.failures if LOCK_TIMEOUT_MESSAGE in (n.message or "").lower()]
 
     def summary(self) -> str | None:
         """Each failed node with its whole database message (the cause, not only dbt's headline)."""
@@ -120,13 +189,23 @@ def selectors_for(tables: Iterable[str]) -> tuple[str, ...]:
 class Transformer:
     """One warm dbt project bound to one database."""
 
-    def __init__(self, project_dir: Path, conninfo: str, *, threads: int = 4, tests: str = "after") -> None:
+    def __init__(
+        self,
+        project_dir: Path,
+        conninfo: str,
+        *,
+        threads: int = 4,
+        tests: str = "after",
+        lock_timeout_seconds: float = 0.0,
+    ) -> None:
         if tests not in DBT_TEST_MODES:
             raise ValueError(f"tests must be one of {DBT_TEST_MODES}, got {tests!r}")
         self.project_dir = project_dir
         self.conninfo = conninfo
         self.threads = threads
         self.tests = tests
+        self.lock_timeout_ms = round(lock_timeout_seconds * 1000)
+        self._lock_conn: psycopg.Connection[Any] | None = None
         self._lock = threading.Lock()
         self._runner: Any = None
         self._models: list[tuple[str, str, str]] = []
@@ -165,6 +244,12 @@ class Transformer:
             raise TransformUnavailable("dbt-core is not installed") from exc
         # dbt reads its profile from the environment (dbt/profiles.yml): hand it our connection.
         os.environ.update(profile_environment(self.conninfo, threads=self.threads))
+        if self.lock_timeout_ms:
+            # dbt-postgres has no session settings of its own: libpq's PGOPTIONS reaches each of
+            # its connections (the last ``-c`` wins over one the user set there).
+            os.environ["PGOPTIONS"] = _with_lock_timeout(
+                os.environ.get("PGOPTIONS", ""), self.lock_timeout_ms
+            )
         parsed = dbtRunner().invoke(["parse", *self._base_args()])
         if not parsed.success or parsed.result is None:
             raise TransformUnavailable(
@@ -242,8 +327,30 @@ class Transformer:
         model failed (or, with ``gate``, a test).
         """
         selectors = selectors_for(tables)
-        with self._lock, psycopg.connect(self.conninfo, autocommit=True) as lock_conn:
-            lock_conn.execute("SELECT pg_advisory_lock(%s)", (BUILD_LOCK_KEY,))
+        with self._lock:
+            try:
+                return self._build_connected(selectors, full_refresh, on_models_built)
+            except psycopg.Error as exc:
+                # The build lock's connection: the database went away before or during the build.
+                first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                raise TransformUnavailable(
+                    f"dbt build could not run: {first}", transient=is_transient(exc)
+                ) from exc
+
+    def _build_connected(
+        self,
+        selectors: tuple[str, ...],
+        full_refresh: bool,
+        on_models_built: Callable[[BuildResult], None] | None,
+    ) -> BuildResult:
+        with psycopg.connect(self.conninfo, autocommit=True) as lock_conn:
+            # Waiting for another instance's build is no lock fault: no lock timeout here.
+            lock_conn.execute("SET lock_timeout = 0")
+            self._lock_conn = lock_conn
+            try:
+                lock_conn.execute("SELECT pg_advisory_lock(%s)", (BUILD_LOCK_KEY,))
+            finally:
+                self._lock_conn = None
             started = time.monotonic()
             log.info(
                 "dbt_build_started",
@@ -341,9 +448,79 @@ class Transformer:
         outcome = runner.invoke(args)
         if outcome.exception is not None or outcome.result is None:
             self._runner = None  # parse afresh next time
-            raise TransformUnavailable(f"dbt build could not run: {outcome.exception}")
+            raise TransformUnavailable(
+                f"dbt build could not run: {outcome.exception}",
+                transient=is_transient_message(str(outcome.exception)),
+            )
         nodes = [_node_result(r) for r in getattr(outcome.result, "results", [])]
         return nodes, bool(outcome.success)
+
+    # -- called from other threads (a stop request, /readyz) --------------------------------------
+
+    def cancel(self) -> int:
+        """Cancel the statements dbt's connections (and the wait for the build lock) run now.
+
+        psycopg2's ``cancel`` is made to be called from another thread. Returns how many were asked.
+        """
+        asked = 0
+        for handle in _dbt_handles():
+            with contextlib.suppress(Exception):
+                handle.cancel()
+                asked += 1
+        lock_conn = self._lock_conn
+        if lock_conn is not None:
+            with contextlib.suppress(Exception):
+                lock_conn.cancel_safe(timeout=3.0)
+                asked += 1
+        return asked
+
+    def backend_pids(self) -> list[int]:
+        """The server processes of dbt's open connections (to show what they wait for)."""
+        pids = []
+        for handle in _dbt_handles():
+            with contextlib.suppress(Exception):
+                pids.append(int(handle.get_backend_pid()))
+        return pids
+
+
+def _dbt_handles() -> list[Any]:
+    """The open psycopg2 connections of dbt's adapters in this process, without opening any."""
+    try:
+        from dbt.adapters.factory import FACTORY
+    except ImportError:  # pragma: no cover - dbt is a dependency
+        return []
+    with FACTORY.lock:
+        adapters = list(FACTORY.adapters.values())
+    handles = []
+    for adapter in adapters:
+        manager = getattr(adapter, "connections", None)
+        if manager is None:
+            continue
+        with manager.lock:
+            connections = list(manager.thread_connections.values())
+        for connection in connections:
+            handle = getattr(connection, "_handle", None)  # ``.handle`` would open a lazy one
+            if connection.state == "open" and hasattr(handle, "cancel") and not getattr(handle, "closed", 1):
+                handles.append(handle)
+    return handles
+
+
+def _with_lock_timeout(options: str, milliseconds: int) -> str:
+    """libpq ``options`` with our ``lock_timeout`` last, in place of any earlier one."""
+    words = options.split()
+    kept: list[str] = []
+    index = 0
+    while index < len(words):
+        if (
+            words[index] == "-c"
+            and words[index + 1 : index + 2]
+            and words[index + 1].startswith("lock_timeout=")
+        ):
+            index += 2
+            continue
+        kept.append(words[index])
+        index += 1
+    return " ".join([*kept, "-c", f"lock_timeout={milliseconds}"])
 
 
 def _stable_views(manifest: Any) -> dict[str, set[str]]:
