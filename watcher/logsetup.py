@@ -54,7 +54,7 @@ def configure_logging(fmt: str, level: str, secrets: Iterable[str] = ()) -> None
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric_level),
-        logger_factory=structlog.PrintLoggerFactory(file=BarSafeStream(sys.stderr)),  # type: ignore[arg-type]
+        logger_factory=structlog.PrintLoggerFactory(file=BarSafeStream()),  # type: ignore[arg-type]
         cache_logger_on_first_use=True,
     )
 
@@ -70,7 +70,7 @@ def _route_standard_logging(stamped: list[Any], scrub: Any, renderer: Any, level
             renderer,
         ],
     )
-    handler = logging.StreamHandler(sys.stderr)
+    handler = logging.StreamHandler(BarSafeStream())
     handler.setFormatter(formatter)
     root = logging.getLogger()
     for old in list(root.handlers):

@@ -105,11 +105,19 @@ class Progress:
 
 
 class BarSafeStream:
-    """A text stream for the log renderer: whole lines, written above a progress bar if one shows."""
+    """A text stream for the log renderer: whole lines, written above a progress bar if one shows.
 
-    def __init__(self, target: TextIO) -> None:
-        self._target = target
+    Without a target it writes to whatever ``sys.stderr`` is at the time of the write, so that a
+    caller that swaps the stream (a test harness, a redirect) never leaves logging on a closed one.
+    """
+
+    def __init__(self, target: TextIO | None = None) -> None:
+        self._fixed = target
         self._pending = ""
+
+    @property
+    def _target(self) -> TextIO:
+        return self._fixed if self._fixed is not None else sys.stderr
 
     def write(self, text: str) -> int:
         self._pending += text
