@@ -4,7 +4,11 @@ Decisions (the manifest is the memory):
 - same path, same size and modification time as recorded: skipped without reading;
 - same path, same content: skipped (only the recorded modification time moves);
 - same content already loaded under another path: ``duplicate``, nothing loaded;
-- known path, new content: the earlier rows are deleted and the new ones loaded, atomically;
+- known path, new content: the new rows are loaded and the earlier ones deleted, atomically, unless
+  a ``duplicate`` path still has the earlier content: that path takes the earlier load over
+  (``manifest.take_over``), so that the raw tables keep every content a path of the lake has;
+- a content whose rows a ``rejected`` or ``failed`` path kept from an earlier version: those rows
+  are taken over (by the same path coming back to it, or by another path), never loaded twice;
 - the rows and the manifest row commit together, or neither does.
 """
 
@@ -13,6 +17,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 import psycopg
@@ -28,7 +33,7 @@ from watcher.loader import (
     prepare_load,
     stream_copy,
 )
-from watcher.manifest import EntryUpdate, ManifestEntry
+from watcher.manifest import EntryUpdate, LoadRecord, ManifestEntry
 from watcher.quarantine import Budget, QuarantineResult, header_warnings, load_with_quarantine
 from watcher.routes import ROUTES, Route, route_for
 from watcher.scanner import Candidate
@@ -68,11 +73,19 @@ class FileOutcome:
 class _Discard(Exception):
     """Raised inside the file's savepoint to undo what the load wrote, carrying the verdict."""
 
-    def __init__(self, outcome: FileOutcome, update: EntryUpdate | None, drop_previous: bool) -> None:
+    def __init__(
+        self,
+        outcome: FileOutcome,
+        update: EntryUpdate | None,
+        drop_previous: bool,
+        adopt: tuple[str, LoadRecord] | None = None,
+    ) -> None:
         super().__init__(outcome.outcome)
         self.outcome = outcome
         self.update = update
         self.drop_previous = drop_previous
+        self.adopt = adopt
+        """(path, load): rows another path kept from an earlier version, now this path's."""
 
 
 def unchanged_since_recorded(entry: ManifestEntry | None, size: int, mtime_ns: int) -> bool:
@@ -82,6 +95,30 @@ def unchanged_since_recorded(entry: ManifestEntry | None, size: int, mtime_ns: i
         and entry.size_bytes == size
         and entry.mtime_ns == mtime_ns
     )
+
+
+RETRY_BACKOFF_CAP_SECONDS = 3600.0
+
+
+def retry_delay(failed_attempts: int, base_seconds: float) -> float:
+    """How long a failed file that did not change waits before it is read again: the base (the
+    backstop scan's interval), doubled with each failure in a row, at most an hour."""
+    if failed_attempts <= 0:
+        return 0.0
+    base = base_seconds if base_seconds > 0 else 60.0
+    return min(base * 2.0 ** min(failed_attempts - 1, 30), max(base, RETRY_BACKOFF_CAP_SECONDS))
+
+
+def retry_due(entry: ManifestEntry, info: os.stat_result, now: datetime, base_seconds: float) -> bool:
+    """A failed file is read again once it changed (size, modification time or mode: a ``chmod``
+    that makes it readable counts) or once its back-off is over; ``reprocess`` reads it at once."""
+    recorded = (entry.size_bytes, entry.mtime_ns, entry.file_mode)
+    current = (info.st_size, info.st_mtime_ns, info.st_mode)
+    if any(old is not None and old != new for old, new in zip(recorded, current, strict=True)):
+        return True
+    if entry.updated_at is None:
+        return True
+    return now >= entry.updated_at + timedelta(seconds=retry_delay(entry.failed_attempts, base_seconds))
 
 
 def process_file(
@@ -173,15 +210,22 @@ def _load(
             _discard_unless_new(cur, relative, entry, route, info, result)
     except _Discard as discard:
         if discard.drop_previous:
-            _delete_previous_rows(cur, entry)
+            _release_previous(cur, relative, entry)
+        if discard.adopt is not None:
+            manifest.transfer_load(cur, discard.adopt[1], discard.adopt[0], relative)
         if discard.update is not None:
             manifest.upsert_entry(cur, discard.update)
+            if discard.update.status == "loaded":  # bad lines of other versions no longer apply
+                cur.execute(
+                    "DELETE FROM ops.rejected_rows WHERE source_path = %s AND source_sha256 <> %s",
+                    (relative, discard.update.sha256),
+                )
         elif discard.outcome.outcome == "skipped":
             manifest.touch_entry(cur, relative, info.st_size, info.st_mtime_ns)
         return discard.outcome
     if result.budget_exceeded_reason or result.rows_loaded == 0:
         return _record_over_budget(cur, relative, entry, route, info, result)
-    replaced = _delete_previous_rows(cur, entry)
+    replaced = _release_previous(cur, relative, entry)
     if not result.rows_rejected:  # bad lines of an earlier version of this path no longer apply
         cur.execute("DELETE FROM ops.rejected_rows WHERE source_path = %s", (relative,))
     manifest.record_load(
@@ -274,27 +318,65 @@ def _discard_unless_new(
 ) -> None:
     """Raise _Discard when the content needs no load: unchanged, a duplicate, or no rows."""
     sha = result.sha256
+    skipped = FileOutcome(relative, "skipped", route.table, sha, bytes_read=result.bytes_read)
     if entry is not None and entry.status == "loaded" and entry.source_sha256 == sha:
-        raise _Discard(
-            FileOutcome(relative, "skipped", route.table, sha, bytes_read=result.bytes_read),
-            None,
-            False,
-        )
+        raise _Discard(skipped, None, False)
+    if entry is not None and entry.status in ("rejected", "failed") and entry.load_id is not None:
+        kept = manifest.load_record(cur, entry.load_id)
+        if kept is not None and kept.source_sha256 == sha:  # back to the version whose rows it kept
+            raise _Discard(skipped, _owner_update(relative, info, kept, result.warning_text), False)
     if result.budget_exceeded_reason or result.rows_rejected:
-        if result.rows_loaded and (duplicate_of := manifest.loaded_path_with_sha(cur, sha, relative)):
-            _raise_duplicate(relative, route, info, sha, duplicate_of)
+        if result.rows_loaded and (holder := manifest.holder_of_content(cur, sha, relative)):
+            _raise_duplicate(cur, relative, route, info, result, holder)
         return  # bad lines are recorded whatever happens to the rows
     if result.rows_loaded == 0:
         reason = "the file has a header but no rows"
         update = _rejected_update(relative, entry, route, info, sha, 0, reason, result.warning_text)
         raise _Discard(FileOutcome(relative, "rejected", route.table, sha, reason=reason), update, False)
-    duplicate_of = manifest.loaded_path_with_sha(cur, sha, relative)
-    if duplicate_of is not None:
-        _raise_duplicate(relative, route, info, sha, duplicate_of)
+    holder = manifest.holder_of_content(cur, sha, relative)
+    if holder is not None:
+        _raise_duplicate(cur, relative, route, info, result, holder)
 
 
-def _raise_duplicate(relative: str, route: Route, info: os.stat_result, sha: str, duplicate_of: str) -> None:
-    reason = f"same content as {duplicate_of}, which is already loaded"
+def _owner_update(relative: str, info: os.stat_result, load: LoadRecord, warnings: str | None) -> EntryUpdate:
+    """The manifest row of a path that holds rows loaded before (no new load)."""
+    return EntryUpdate(
+        relative,
+        "loaded",
+        load.source_sha256,
+        load.target_table,
+        None,
+        load.load_id,
+        info.st_size,
+        info.st_mtime_ns,
+        load.rows_loaded,
+        load.rows_rejected,
+        None,
+        warnings,
+    )
+
+
+def _raise_duplicate(
+    cur: psycopg.Cursor[Any],
+    relative: str,
+    route: Route,
+    info: os.stat_result,
+    result: QuarantineResult,
+    holder: manifest.Holder,
+) -> None:
+    """The content's rows are in the tables already: a duplicate of the path that has them, or
+    the new holder of rows a rejected or failed path kept from an earlier version."""
+    sha = result.sha256
+    kept = manifest.load_record(cur, holder.load_id) if holder.status != "loaded" and holder.load_id else None
+    if kept is not None:
+        reason = (
+            f"same content as an earlier version of {holder.source_path}, whose rows this file takes over"
+        )
+        update = _owner_update(relative, info, kept, result.warning_text)
+        outcome = FileOutcome(relative, "duplicate", route.table, sha, reason=reason)
+        raise _Discard(outcome, update, True, adopt=(holder.source_path, kept))
+    duplicate_of = holder.source_path
+    reason = manifest.duplicate_reason(duplicate_of)
     update = EntryUpdate(
         relative,
         "duplicate",
@@ -382,9 +464,14 @@ def _rejected_update(
     )
 
 
-def _delete_previous_rows(cur: psycopg.Cursor[Any], entry: ManifestEntry | None) -> int | None:
-    """Remove the rows an earlier version of this path loaded; return that load's id."""
+def _release_previous(cur: psycopg.Cursor[Any], relative: str, entry: ManifestEntry | None) -> int | None:
+    """The rows an earlier version of this path loaded: a duplicate of that version takes them
+    over, or they are deleted. Return the id of the load deleted (None: nothing was deleted)."""
     if entry is None or entry.load_id is None or entry.target_table is None:
+        return None
+    load = manifest.load_record(cur, entry.load_id)
+    if load is not None and (owner := manifest.take_over(cur, load, relative)) is not None:
+        log.info("load_taken_over", path=relative, owner=owner, load_id=load.load_id)
         return None
     cur.execute(
         sql.SQL("DELETE FROM {} WHERE _load_id = %s").format(sql.Identifier("raw", entry.target_table)),
@@ -405,7 +492,10 @@ def _record_problem(
     status: Outcome = "failed" if problem.status == "failed" else "rejected"
     update = _rejected_update(relative, entry, route, info, None, 0, problem.reason)
     if status == "failed":
-        # A failed read is retried on the next pass: no size or time is remembered for it.
-        update = EntryUpdate(**{**update.__dict__, "status": "failed", "size_bytes": None, "mtime_ns": None})
+        # Tried again when the file changes (size, time or mode), on `reprocess`, or after a
+        # back-off (``retry_due``): its size, time and mode as they were when it failed.
+        update = EntryUpdate(
+            **{**update.__dict__, "status": "failed", "file_mode": info.st_mode if info else None}
+        )
     manifest.upsert_entry(cur, update)
     return FileOutcome(relative, status, route.table if route else None, reason=problem.reason)

@@ -10,6 +10,7 @@ import os
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
@@ -20,7 +21,7 @@ from tenacity.stop import stop_base
 from watcher import manifest, runs
 from watcher.config import Settings
 from watcher.database import ConnectionHolder
-from watcher.ingest import FileOutcome, LoadLimits, process_file, unchanged_since_recorded
+from watcher.ingest import FileOutcome, LoadLimits, process_file, retry_due, unchanged_since_recorded
 from watcher.manifest import ManifestEntry, all_entries
 from watcher.metrics import Metrics
 from watcher.progress import Progress
@@ -160,8 +161,10 @@ class Pipeline:
         return {e.source_path: e for e in entries}
 
     def pending(self, candidates: Iterable[Candidate]) -> list[Candidate]:
-        """The candidates the manifest does not already know in exactly this version."""
+        """The candidates the manifest does not already know in exactly this version; a file
+        that failed only once it changed or its back-off (from the reconcile interval) is over."""
         known = self.manifest_snapshot()
+        now, backoff = datetime.now(UTC), self.settings.reconcile_seconds
         waiting = []
         for candidate in candidates:
             if candidate.problem is None:
@@ -170,7 +173,14 @@ class Pipeline:
                 except OSError:
                     waiting.append(candidate)
                     continue
-                if unchanged_since_recorded(known.get(candidate.relative), info.st_size, info.st_mtime_ns):
+                entry = known.get(candidate.relative)
+                if unchanged_since_recorded(entry, info.st_size, info.st_mtime_ns):
+                    continue
+                if (
+                    entry is not None
+                    and entry.status == "failed"
+                    and not retry_due(entry, info, now, backoff)
+                ):
                     continue
             elif (
                 entry := known.get(candidate.relative)
