@@ -7,8 +7,9 @@ Decisions (the manifest is the memory):
 - known path, new content: the new rows are loaded and the earlier ones deleted, atomically, unless
   a ``duplicate`` path still has the earlier content: that path takes the earlier load over
   (``manifest.take_over``), so that the raw tables keep every content a path of the lake has;
-- a content whose rows a ``rejected`` or ``failed`` path kept from an earlier version: those rows
-  are taken over (by the same path coming back to it, or by another path), never loaded twice;
+- a content whose rows a ``rejected`` or ``failed`` path kept from an earlier version is not
+  loaded twice: another path with it is a ``duplicate`` of that path, and the path itself coming
+  back to it is ``loaded`` again with those rows;
 - the rows and the manifest row commit together, or neither does.
 """
 
@@ -78,14 +79,11 @@ class _Discard(Exception):
         outcome: FileOutcome,
         update: EntryUpdate | None,
         drop_previous: bool,
-        adopt: tuple[str, LoadRecord] | None = None,
     ) -> None:
         super().__init__(outcome.outcome)
         self.outcome = outcome
         self.update = update
         self.drop_previous = drop_previous
-        self.adopt = adopt
-        """(path, load): rows another path kept from an earlier version, now this path's."""
 
 
 def unchanged_since_recorded(entry: ManifestEntry | None, size: int, mtime_ns: int) -> bool:
@@ -211,11 +209,9 @@ def _load(
     except _Discard as discard:
         if discard.drop_previous:
             _release_previous(cur, relative, entry)
-        if discard.adopt is not None:
-            manifest.transfer_load(cur, discard.adopt[1], discard.adopt[0], relative)
         if discard.update is not None:
             manifest.upsert_entry(cur, discard.update)
-            if discard.update.status == "loaded":  # bad lines of other versions no longer apply
+            if discard.update.status == "loaded":  # restored: bad lines of other versions no longer apply
                 cur.execute(
                     "DELETE FROM ops.rejected_rows WHERE source_path = %s AND source_sha256 <> %s",
                     (relative, discard.update.sha256),
@@ -327,7 +323,7 @@ def _discard_unless_new(
             raise _Discard(skipped, _owner_update(relative, info, kept, result.warning_text), False)
     if result.budget_exceeded_reason or result.rows_rejected:
         if result.rows_loaded and (holder := manifest.holder_of_content(cur, sha, relative)):
-            _raise_duplicate(cur, relative, route, info, result, holder)
+            _raise_duplicate(relative, route, info, sha, holder)
         return  # bad lines are recorded whatever happens to the rows
     if result.rows_loaded == 0:
         reason = "the file has a header but no rows"
@@ -335,7 +331,7 @@ def _discard_unless_new(
         raise _Discard(FileOutcome(relative, "rejected", route.table, sha, reason=reason), update, False)
     holder = manifest.holder_of_content(cur, sha, relative)
     if holder is not None:
-        _raise_duplicate(cur, relative, route, info, result, holder)
+        _raise_duplicate(relative, route, info, sha, holder)
 
 
 def _owner_update(relative: str, info: os.stat_result, load: LoadRecord, warnings: str | None) -> EntryUpdate:
@@ -357,26 +353,15 @@ def _owner_update(relative: str, info: os.stat_result, load: LoadRecord, warning
 
 
 def _raise_duplicate(
-    cur: psycopg.Cursor[Any],
-    relative: str,
-    route: Route,
-    info: os.stat_result,
-    result: QuarantineResult,
-    holder: manifest.Holder,
+    relative: str, route: Route, info: os.stat_result, sha: str, holder: manifest.Holder
 ) -> None:
-    """The content's rows are in the tables already: a duplicate of the path that has them, or
-    the new holder of rows a rejected or failed path kept from an earlier version."""
-    sha = result.sha256
-    kept = manifest.load_record(cur, holder.load_id) if holder.status != "loaded" and holder.load_id else None
-    if kept is not None:
-        reason = (
-            f"same content as an earlier version of {holder.source_path}, whose rows this file takes over"
-        )
-        update = _owner_update(relative, info, kept, result.warning_text)
-        outcome = FileOutcome(relative, "duplicate", route.table, sha, reason=reason)
-        raise _Discard(outcome, update, True, adopt=(holder.source_path, kept))
+    """The content's rows are in the tables already, held by another path: a loaded path with this
+    content, or a rejected or failed path that kept them from an earlier version."""
     duplicate_of = holder.source_path
-    reason = manifest.duplicate_reason(duplicate_of)
+    if holder.status == "loaded":
+        reason = manifest.duplicate_reason(duplicate_of)
+    else:
+        reason = manifest.kept_rows_reason(duplicate_of)
     update = EntryUpdate(
         relative,
         "duplicate",
@@ -446,14 +431,20 @@ def _rejected_update(
     reason: str,
     warnings: str | None = None,
 ) -> EntryUpdate:
-    """A rejected version never changes what is loaded: rows of an earlier version stay."""
+    """A rejected version never changes which rows the path holds: the rows of an earlier
+    version stay (``load_id``), or the path stays a duplicate of the path holding them."""
     keep_load = entry.load_id if entry is not None else None
+    keep_duplicate = (
+        entry.duplicate_of
+        if entry is not None and keep_load is None and entry.status in ("duplicate", "rejected", "failed")
+        else None
+    )
     return EntryUpdate(
         relative,
         "rejected",
         sha256,
         route.table if route else None,
-        None,
+        keep_duplicate,
         keep_load,
         info.st_size if info else None,
         info.st_mtime_ns if info else None,

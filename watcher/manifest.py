@@ -121,8 +121,8 @@ def holder_of_content(cur: psycopg.Cursor[Any], sha256: str, other_than: str) ->
     """Another path that holds the rows of this content, if any (takes the content lock).
 
     A ``loaded`` path whose current content it is comes first. Otherwise a ``rejected`` or
-    ``failed`` path that keeps the rows of an earlier version with this content: the caller
-    takes that load over (``transfer_load``) instead of loading the rows a second time.
+    ``failed`` path that keeps the rows of an earlier version with this content: the caller is a
+    duplicate of that path, which holds the rows as long as it has not loaded a new version.
     """
     lock_content(cur, sha256)
     row = cur.execute(
@@ -164,73 +164,94 @@ def duplicate_reason(owner: str) -> str:
     return f"same content as {owner}, which is already loaded"
 
 
-def take_over(cur: psycopg.Cursor[Any], load: LoadRecord, previous_owner: str) -> str | None:
-    """Give a load to a ``duplicate`` path of its content; None when there is none.
+# The paths that count as holding the rows of a load whose holder gets another content: duplicates
+# of its content, and rejected or failed paths that were such duplicates before their version
+# went bad (a bad version changes nothing about which rows a path holds).
+_HEIRS = (
+    "((status = 'duplicate' AND source_sha256 = %(sha)s)"
+    " OR (status IN ('rejected', 'failed') AND load_id IS NULL AND duplicate_of = %(previous)s))"
+)
 
-    Called when the path that owned the load gets another content: the rows stay, now owned by a
-    path that still has them (so the raw tables keep every content a path of the lake has). The
-    first duplicate seen of the content wins; the others now name it as the path they duplicate.
-    Takes the content lock; the new owner's manifest row is locked and checked again, so that a
-    duplicate another process changes meanwhile is not taken.
+
+def take_over(cur: psycopg.Cursor[Any], load: LoadRecord, previous_owner: str) -> str | None:
+    """Give a load to a path that duplicates its content; None when there is none.
+
+    Called when the path that held the load gets another content: the rows stay, now held by a
+    path that still counts with them (so the raw tables keep every content a path of the lake
+    has). A ``duplicate`` becomes ``loaded``; a path whose later version was rejected or failed
+    keeps its status and now keeps the rows. Duplicates come first, then the path seen first;
+    the others now name the new holder. Takes the content lock; the heir's manifest row is locked
+    and checked again, so that a path another process changed meanwhile is not taken.
     """
     lock_content(cur, load.source_sha256)
+    params = {"sha": load.source_sha256, "previous": previous_owner}
     candidates = cur.execute(
-        "SELECT source_path FROM ops.raw_ingest_manifest"
-        " WHERE status = 'duplicate' AND source_sha256 = %s AND source_path <> %s"
-        " ORDER BY first_seen_at, source_path",
-        (load.source_sha256, previous_owner),
+        sql.SQL(
+            "SELECT source_path FROM ops.raw_ingest_manifest WHERE {} AND source_path <> %(previous)s"
+            " ORDER BY status <> 'duplicate', first_seen_at, source_path"
+        ).format(sql.SQL(_HEIRS)),
+        params,
     ).fetchall()
     for (candidate,) in candidates:
         still = cur.execute(
-            "SELECT 1 FROM ops.raw_ingest_manifest"
-            " WHERE source_path = %s AND status = 'duplicate' AND source_sha256 = %s FOR UPDATE",
-            (candidate, load.source_sha256),
+            sql.SQL(
+                "SELECT status FROM ops.raw_ingest_manifest WHERE source_path = %(path)s AND {} FOR UPDATE"
+            ).format(sql.SQL(_HEIRS)),
+            {**params, "path": candidate},
         ).fetchone()
         if still is None:  # changed by another process since the list was read
             continue
+        heir, was_duplicate = str(candidate), still[0] == "duplicate"
         cur.execute(
-            "UPDATE ops.raw_ingest_manifest AS m SET status = 'loaded', load_id = %(load)s,"
-            " duplicate_of = NULL, error_reason = NULL, rows_loaded = %(rows)s,"
-            " rows_rejected = %(rejected)s, loaded_at = f.finished_at, updated_at = clock_timestamp(),"
-            " warnings = (SELECT p.warnings FROM ops.raw_ingest_manifest AS p"
-            "             WHERE p.source_path = %(previous)s AND p.source_sha256 = %(sha)s)"
-            " FROM ops.file_loads AS f WHERE f.load_id = %(load)s AND m.source_path = %(owner)s",
+            "UPDATE ops.raw_ingest_manifest AS m SET load_id = %(load)s, duplicate_of = NULL,"
+            " rows_loaded = %(rows)s, updated_at = clock_timestamp(),"
+            " status = CASE WHEN %(dup)s THEN 'loaded' ELSE m.status END,"
+            " error_reason = CASE WHEN %(dup)s THEN NULL ELSE m.error_reason END,"
+            " rows_rejected = CASE WHEN %(dup)s THEN %(rejected)s ELSE m.rows_rejected END,"
+            " loaded_at = CASE WHEN %(dup)s THEN f.finished_at ELSE m.loaded_at END,"
+            " warnings = CASE WHEN %(dup)s THEN (SELECT p.warnings FROM ops.raw_ingest_manifest AS p"
+            "   WHERE p.source_path = %(previous)s AND p.source_sha256 = %(sha)s) ELSE m.warnings END"
+            " FROM ops.file_loads AS f WHERE f.load_id = %(load)s AND m.source_path = %(heir)s",
             {
+                **params,
                 "load": load.load_id,
                 "rows": load.rows_loaded,
                 "rejected": load.rows_rejected,
-                "previous": previous_owner,
-                "sha": load.source_sha256,
-                "owner": candidate,
+                "heir": heir,
+                "dup": was_duplicate,
             },
         )
-        transfer_load(cur, load, previous_owner, str(candidate))
-        return str(candidate)
+        _transfer_load(cur, load, previous_owner, heir, was_duplicate)
+        return heir
     return None
 
 
-def transfer_load(cur: psycopg.Cursor[Any], load: LoadRecord, previous_owner: str, owner: str) -> None:
-    """Record that ``owner`` now holds the load's rows (the caller writes the owner's own row).
+def kept_rows_reason(holder: str) -> str:
+    return f"same content as the rows {holder} kept from an earlier version"
+
+
+def _transfer_load(
+    cur: psycopg.Cursor[Any], load: LoadRecord, previous_owner: str, owner: str, owner_loaded: bool
+) -> None:
+    """Record that ``owner`` now holds the load's rows (``take_over`` writes the owner's own row).
 
     The load's path in ops.file_loads follows, so that the rows' lineage names a path that has
-    them; so do the bad lines recorded for that content; duplicates of the content now name the
-    new owner; a rejected or failed previous owner keeps no load any more.
+    them; so do the bad lines recorded for that content; the other heirs now name the new owner.
     """
+    params = {"sha": load.source_sha256, "previous": previous_owner, "owner": owner}
     cur.execute("UPDATE ops.file_loads SET source_path = %s WHERE load_id = %s", (owner, load.load_id))
     cur.execute(
         "UPDATE ops.rejected_rows SET source_path = %s WHERE source_path = %s AND source_sha256 = %s",
         (owner, previous_owner, load.source_sha256),
     )
+    reason = duplicate_reason(owner) if owner_loaded else kept_rows_reason(owner)
     cur.execute(
-        "UPDATE ops.raw_ingest_manifest SET duplicate_of = %s, error_reason = %s,"
-        " updated_at = clock_timestamp()"
-        " WHERE status = 'duplicate' AND source_sha256 = %s AND source_path <> %s",
-        (owner, duplicate_reason(owner), load.source_sha256, owner),
-    )
-    cur.execute(
-        "UPDATE ops.raw_ingest_manifest SET load_id = NULL, rows_loaded = 0, updated_at = clock_timestamp()"
-        " WHERE source_path = %s AND load_id = %s AND status IN ('rejected', 'failed')",
-        (previous_owner, load.load_id),
+        sql.SQL(
+            "UPDATE ops.raw_ingest_manifest SET duplicate_of = %(owner)s, updated_at = clock_timestamp(),"
+            " error_reason = CASE WHEN status = 'duplicate' THEN %(reason)s ELSE error_reason END"
+            " WHERE {} AND source_path NOT IN (%(owner)s, %(previous)s)"
+        ).format(sql.SQL(_HEIRS)),
+        {**params, "reason": reason},
     )
 
 

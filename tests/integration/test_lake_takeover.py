@@ -168,7 +168,7 @@ def test_a_duplicate_that_changed_before_the_owner_is_no_heir(
     assert rows_per_content(migrated_url) == {other: 2, new: 4}
 
 
-def test_a_rejected_version_keeps_the_rows_and_the_copy_inherits_them_later(
+def test_a_rejected_version_keeps_the_rows_and_a_copy_inherits_them_later(
     lake: Path, pipeline: Pipeline, migrated_url: str
 ) -> None:
     old = _small(lake, "dailyActivity_a.csv", 2, 3, 100)
@@ -177,18 +177,20 @@ def test_a_rejected_version_keeps_the_rows_and_the_copy_inherits_them_later(
     assert one_pass(pipeline, lake).count("rejected") == 1
     assert rows_per_content(migrated_url) == {old: 6}  # the earlier version's rows stay
 
-    # the same content appears elsewhere: it takes over the rows the rejected path kept
+    # the same content appears elsewhere: a duplicate of the rows the rejected path kept
     _small(lake, "archive/dailyActivity_a.csv", 2, 3, 100)
     assert one_pass(pipeline, lake).count("duplicate") == 1
     entries = manifest(migrated_url)
-    assert entries["archive/dailyActivity_a.csv"]["status"] == "loaded"
-    assert entries["dailyActivity_a.csv"]["load_id"] is None
+    copy = entries["archive/dailyActivity_a.csv"]
+    assert copy["status"] == "duplicate" and copy["duplicate_of"] == "dailyActivity_a.csv"
+    assert "kept from an earlier version" in copy["error_reason"]
     assert rows_per_content(migrated_url) == {old: 6}
 
     # the rejected path gets a good version: the archived rows stay
     new = _small(lake, "dailyActivity_a.csv", 1, 4, 200)
     one_pass(pipeline, lake)
     assert rows_per_content(migrated_url) == {old: 6, new: 4}
+    assert manifest(migrated_url)["archive/dailyActivity_a.csv"]["status"] == "loaded"
 
 
 def test_a_rejected_path_back_to_its_kept_version_loads_nothing_twice(

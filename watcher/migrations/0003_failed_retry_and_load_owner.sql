@@ -5,6 +5,8 @@ ALTER TABLE ops.raw_ingest_manifest
     ADD COLUMN file_mode       integer,
     ADD COLUMN failed_attempts integer NOT NULL DEFAULT 0;
 
--- Which path holds a load's rows: looked up when a path's content changes (a duplicate takes the
--- load over) and when a content comes back whose rows a rejected or failed path still keeps.
+-- Which path holds a load's rows, and which paths duplicate it: looked up when a path's content
+-- changes (a duplicate of the old content takes the load over) and when a content arrives whose
+-- rows a rejected or failed path still keeps from an earlier version.
 CREATE INDEX raw_ingest_manifest_load_idx ON ops.raw_ingest_manifest (load_id);
+CREATE INDEX raw_ingest_manifest_duplicate_of_idx ON ops.raw_ingest_manifest (duplicate_of);
