@@ -11,7 +11,9 @@ or of the earlier version of a file whose new version is rejected, stay.
 
 Speed: two databases for the whole module, emptied between examples; the pass is
 ``Pipeline.run_pass(pending(scan(lake)), "once")`` in-process, without dbt; the fresh database
-loads each state of the lake once (states recur across examples).
+loads each state of the lake once (states recur across examples). 60 examples of up to 15 steps
+found the lost rows of a copy's original being overwritten, on the code before the fix, in 6 runs
+out of 6 (first at example 10 to 46); ``LAKE_PROPERTY_EXAMPLES`` sets another number.
 """
 
 from __future__ import annotations
@@ -109,13 +111,11 @@ def two_databases(pg_admin_url: str) -> Iterator[tuple[str, str]]:
 
 class LakeMachine(RuleBasedStateMachine):
     urls: ClassVar[tuple[str, str]] = ("", "")
-    passes: ClassVar[int] = 0
     fresh_rows: ClassVar[dict[tuple[tuple[str, int], ...], RowsByContent]] = {}
     rows_of: ClassVar[dict[str, RowsByContent]] = {}  # rows of each content, from the fresh loads
 
     def __init__(self) -> None:
         super().__init__()
-        type(self).made = getattr(type(self), "made", 0) + 1
         self.lake = Path(tempfile.mkdtemp(prefix="lake-"))
         self.files: dict[str, int] = {}  # what the lake holds now: path -> content
         self.seen: dict[str, int] = {}  # the last loadable content a pass saw at each path
@@ -191,7 +191,6 @@ class LakeMachine(RuleBasedStateMachine):
         under_test, fresh = self.pipelines
         result = under_test.run_pass(under_test.pending(scan(self.lake)), "once")
         assert result.infrastructure_error is None, result.infrastructure_error
-        type(self).passes += 1
         for path, content in self.files.items():
             if content != REJECTED:
                 self.seen[path] = content
@@ -203,9 +202,6 @@ class LakeMachine(RuleBasedStateMachine):
         assert in_lake <= counted
         for sha in counted - in_lake:
             expected += self.rows_of[sha]
-        if raw_rows(self.connections[0]) != expected and not getattr(type(self), "failed_at", None):
-            type(self).failed_at = type(self).made
-            print("FIRST FAILURE at example", type(self).made, "passes so far", type(self).passes, flush=True)
         assert raw_rows(self.connections[0]) == expected, self._explain()
 
     def _fresh_load(self, fresh: Pipeline) -> RowsByContent:
