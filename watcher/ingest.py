@@ -74,12 +74,7 @@ class FileOutcome:
 class _Discard(Exception):
     """Raised inside the file's savepoint to undo what the load wrote, carrying the verdict."""
 
-    def __init__(
-        self,
-        outcome: FileOutcome,
-        update: EntryUpdate | None,
-        drop_previous: bool,
-    ) -> None:
+    def __init__(self, outcome: FileOutcome, update: EntryUpdate | None, drop_previous: bool) -> None:
         super().__init__(outcome.outcome)
         self.outcome = outcome
         self.update = update
@@ -484,9 +479,10 @@ def _record_problem(
     update = _rejected_update(relative, entry, route, info, None, 0, problem.reason)
     if status == "failed":
         # Tried again when the file changes (size, time or mode), on `reprocess`, or after a
-        # back-off (``retry_due``): its size, time and mode as they were when it failed.
+        # back-off (``retry_due``): its size, time and mode as they were when it failed. Mode 0:
+        # there was no file to read, so any file found there later is a change.
         update = EntryUpdate(
-            **{**update.__dict__, "status": "failed", "file_mode": info.st_mode if info else None}
+            **{**update.__dict__, "status": "failed", "file_mode": info.st_mode if info else 0}
         )
     manifest.upsert_entry(cur, update)
     return FileOutcome(relative, status, route.table if route else None, reason=problem.reason)

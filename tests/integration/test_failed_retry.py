@@ -1,14 +1,16 @@
 """A file that cannot be read is tried again when it changes, on `reprocess`, or on a back-off that
 doubles from the reconcile interval, never at every backstop scan: an idle daemon writes no runs.
 
-The tests run as root, which reads a ``chmod 000`` file anyway: the daemon is then started without
-the capabilities that let root ignore file modes (``setpriv``), so that the read really fails.
+The tests run as root, which reads a ``chmod 000`` file anyway: the daemon is then started as
+another user (``setpriv``), so that the read really fails.
 """
 
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
+import tempfile
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -17,6 +19,7 @@ from typing import Any
 import psycopg
 import pytest
 from prometheus_client import CollectorRegistry
+from psycopg.conninfo import conninfo_to_dict
 
 from tests.daemon_helpers import (
     DaemonProcess,
@@ -33,20 +36,24 @@ from watcher.pipeline import Pipeline
 from watcher.scanner import scan
 
 LOCKED = "dailyActivity_locked.csv"
-WITHOUT_FILE_MODE_OVERRIDE = [
-    "setpriv",
-    "--inh-caps=-dac_override,-dac_read_search",
-    "--bounding-set=-dac_override,-dac_read_search",
-]
 
 
-def unprivileged(args: list[str]) -> list[str]:
-    """The command as a process that file modes apply to (root: without DAC override)."""
+def unprivileged(args: list[str], database_url: str) -> list[str]:
+    """The command as a process that file modes apply to.
+
+    As root, the daemon runs as another user (``setpriv``): the owner of the server's socket
+    folder when the database is reached over a Unix socket (the embedded server's user), else
+    ``nobody``. Dropping root's capabilities instead would also lock it out of that socket.
+    """
     if os.geteuid() != 0:
         return args
     if shutil.which("setpriv") is None:
         pytest.skip("running as root and setpriv (util-linux) is missing: a chmod 000 file stays readable")
-    return [*WITHOUT_FILE_MODE_OVERRIDE, *args]
+    host = str(conninfo_to_dict(database_url).get("host") or "")
+    user = pwd.getpwuid(os.stat(host).st_uid) if host.startswith("/") else pwd.getpwnam("nobody")
+    if user.pw_uid == 0:
+        pytest.skip("the database socket belongs to root: the daemon cannot run as another user")
+    return ["setpriv", f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--clear-groups", *args]
 
 
 def failed_runs(url: str) -> int:
@@ -100,6 +107,21 @@ def test_a_failed_file_waits_for_a_change_or_its_back_off(migrated_url: str, tmp
         os.utime(path, ns=(info.st_atime_ns, info.st_mtime_ns + 1))  # touched
         assert [c.relative for c in pipeline.pending(scan(lake))] == [LOCKED]
 
+        # a file that had vanished when it failed (mode 0) is read as soon as one is there again;
+        # a failure with nothing recorded (a database error on the file) waits for its back-off
+        with psycopg.connect(migrated_url) as conn, conn.cursor() as cur:
+            for name, mode in (("dailyActivity_back.csv", 0), ("dailyActivity_dberror.csv", None)):
+                write_daily(lake / name)
+                manifest.upsert_entry(
+                    cur, manifest.EntryUpdate(name, "failed", file_mode=mode, error_reason="...")
+                )
+        assert [c.relative for c in pipeline.pending(scan(lake))] == [
+            "dailyActivity_back.csv",
+            LOCKED,
+        ]
+        (lake / "dailyActivity_back.csv").unlink()
+        (lake / "dailyActivity_dberror.csv").unlink()
+
         # reprocess (force) reads it at once; a load sets the count back to 0
         candidates = list(scan(lake))
         result = pipeline.run_pass(candidates, "reprocess", force=True)
@@ -111,8 +133,8 @@ def test_a_failed_file_waits_for_a_change_or_its_back_off(migrated_url: str, tmp
 
 @pytest.mark.slow
 def test_an_unreadable_file_backs_off_and_loads_once_readable(migrated_url: str, tmp_path: Path) -> None:
-    lake = tmp_path / "lake"
-    lake.mkdir()
+    lake = Path(tempfile.mkdtemp(prefix="lake-"))  # a folder the daemon's user can enter
+    lake.chmod(0o755)
     locked = write_daily(lake / LOCKED)
     locked.chmod(0o000)
     interval = 0.5
@@ -123,7 +145,7 @@ def test_an_unreadable_file_backs_off_and_loads_once_readable(migrated_url: str,
         no_dbt=True,
         extra_args=["--reconcile-interval", str(interval)],
     )
-    daemon.args = unprivileged(daemon.args)
+    daemon.args = unprivileged(daemon.args, migrated_url)
     try:
         daemon.start().wait_ready()
         wait_until(
@@ -155,3 +177,4 @@ def test_an_unreadable_file_backs_off_and_loads_once_readable(migrated_url: str,
         )
     finally:
         daemon.stop()
+        shutil.rmtree(lake, ignore_errors=True)
