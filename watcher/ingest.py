@@ -4,7 +4,12 @@ Decisions (the manifest is the memory):
 - same path, same size and modification time as recorded: skipped without reading;
 - same path, same content: skipped (only the recorded modification time moves);
 - same content already loaded under another path: ``duplicate``, nothing loaded;
-- known path, new content: the earlier rows are deleted and the new ones loaded, atomically;
+- known path, new content: the new rows are loaded and the earlier ones deleted, atomically, unless
+  a ``duplicate`` path still has the earlier content: that path takes the earlier load over
+  (``manifest.take_over``), so that the raw tables keep every content a path of the lake has;
+- a content whose rows a ``rejected`` or ``failed`` path kept from an earlier version is not
+  loaded twice: another path with it is a ``duplicate`` of that path, and the path itself coming
+  back to it is ``loaded`` again with those rows;
 - the rows and the manifest row commit together, or neither does.
 """
 
@@ -13,6 +18,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
 import psycopg
@@ -28,7 +34,7 @@ from watcher.loader import (
     prepare_load,
     stream_copy,
 )
-from watcher.manifest import EntryUpdate, ManifestEntry
+from watcher.manifest import EntryUpdate, LoadRecord, ManifestEntry
 from watcher.quarantine import Budget, QuarantineResult, header_warnings, load_with_quarantine
 from watcher.routes import ROUTES, Route, route_for
 from watcher.scanner import Candidate
@@ -122,6 +128,30 @@ def unchanged_since_recorded(entry: ManifestEntry | None, size: int, mtime_ns: i
     )
 
 
+RETRY_BACKOFF_CAP_SECONDS = 3600.0
+
+
+def retry_delay(failed_attempts: int, base_seconds: float) -> float:
+    """How long a failed file that did not change waits before it is read again: the base (the
+    backstop scan's interval), doubled with each failure in a row, at most an hour."""
+    if failed_attempts <= 0:
+        return 0.0
+    base = base_seconds if base_seconds > 0 else 60.0
+    return min(base * 2.0 ** min(failed_attempts - 1, 30), max(base, RETRY_BACKOFF_CAP_SECONDS))
+
+
+def retry_due(entry: ManifestEntry, info: os.stat_result, now: datetime, base_seconds: float) -> bool:
+    """A failed file is read again once it changed (size, modification time or mode: a ``chmod``
+    that makes it readable counts) or once its back-off is over; ``reprocess`` reads it at once."""
+    recorded = (entry.size_bytes, entry.mtime_ns, entry.file_mode)
+    current = (info.st_size, info.st_mtime_ns, info.st_mode)
+    if any(old is not None and old != new for old, new in zip(recorded, current, strict=True)):
+        return True
+    if entry.updated_at is None:
+        return True
+    return now >= entry.updated_at + timedelta(seconds=retry_delay(entry.failed_attempts, base_seconds))
+
+
 def process_file(
     conn: psycopg.Connection[Any],
     candidate: Candidate,
@@ -211,15 +241,20 @@ def _load(
             _discard_unless_new(cur, relative, entry, route, info, result)
     except _Discard as discard:
         if discard.drop_previous:
-            _delete_previous_rows(cur, entry)
+            _release_previous(cur, relative, entry)
         if discard.update is not None:
             manifest.upsert_entry(cur, discard.update)
+            if discard.update.status == "loaded":  # restored: bad lines of other versions no longer apply
+                cur.execute(
+                    "DELETE FROM ops.rejected_rows WHERE source_path = %s AND source_sha256 <> %s",
+                    (relative, discard.update.sha256),
+                )
         elif discard.outcome.outcome == "skipped":
             manifest.touch_entry(cur, relative, info.st_size, info.st_mtime_ns)
         return discard.outcome
     if result.budget_exceeded_reason or result.rows_loaded == 0:
         return _record_over_budget(cur, relative, entry, route, info, result)
-    replaced = _delete_previous_rows(cur, entry)
+    replaced = _release_previous(cur, relative, entry)
     if not result.rows_rejected:  # bad lines of an earlier version of this path no longer apply
         cur.execute("DELETE FROM ops.rejected_rows WHERE source_path = %s", (relative,))
     manifest.record_load(
@@ -312,27 +347,54 @@ def _discard_unless_new(
 ) -> None:
     """Raise _Discard when the content needs no load: unchanged, a duplicate, or no rows."""
     sha = result.sha256
+    skipped = FileOutcome(relative, "skipped", route.table, sha, bytes_read=result.bytes_read)
     if entry is not None and entry.status == "loaded" and entry.source_sha256 == sha:
-        raise _Discard(
-            FileOutcome(relative, "skipped", route.table, sha, bytes_read=result.bytes_read),
-            None,
-            False,
-        )
+        raise _Discard(skipped, None, False)
+    if entry is not None and entry.status in ("rejected", "failed") and entry.load_id is not None:
+        kept = manifest.load_record(cur, entry.load_id)
+        if kept is not None and kept.source_sha256 == sha:  # back to the version whose rows it kept
+            raise _Discard(skipped, _owner_update(relative, info, kept, result.warning_text), False)
     if result.budget_exceeded_reason or result.rows_rejected:
-        if result.rows_loaded and (duplicate_of := manifest.loaded_path_with_sha(cur, sha, relative)):
-            _raise_duplicate(relative, route, info, sha, duplicate_of)
+        if result.rows_loaded and (holder := manifest.holder_of_content(cur, sha, relative)):
+            _raise_duplicate(relative, route, info, sha, holder)
         return  # bad lines are recorded whatever happens to the rows
     if result.rows_loaded == 0:
         reason = "the file has a header but no rows"
         update = _rejected_update(relative, entry, route, info, sha, 0, reason, result.warning_text)
         raise _Discard(FileOutcome(relative, "rejected", route.table, sha, reason=reason), update, False)
-    duplicate_of = manifest.loaded_path_with_sha(cur, sha, relative)
-    if duplicate_of is not None:
-        _raise_duplicate(relative, route, info, sha, duplicate_of)
+    holder = manifest.holder_of_content(cur, sha, relative)
+    if holder is not None:
+        _raise_duplicate(relative, route, info, sha, holder)
 
 
-def _raise_duplicate(relative: str, route: Route, info: os.stat_result, sha: str, duplicate_of: str) -> None:
-    reason = f"same content as {duplicate_of}, which is already loaded"
+def _owner_update(relative: str, info: os.stat_result, load: LoadRecord, warnings: str | None) -> EntryUpdate:
+    """The manifest row of a path that holds rows loaded before (no new load)."""
+    return EntryUpdate(
+        relative,
+        "loaded",
+        load.source_sha256,
+        load.target_table,
+        None,
+        load.load_id,
+        info.st_size,
+        info.st_mtime_ns,
+        load.rows_loaded,
+        load.rows_rejected,
+        None,
+        warnings,
+    )
+
+
+def _raise_duplicate(
+    relative: str, route: Route, info: os.stat_result, sha: str, holder: manifest.Holder
+) -> None:
+    """The content's rows are in the tables already, held by another path: a loaded path with this
+    content, or a rejected or failed path that kept them from an earlier version."""
+    duplicate_of = holder.source_path
+    if holder.status == "loaded":
+        reason = manifest.duplicate_reason(duplicate_of)
+    else:
+        reason = manifest.kept_rows_reason(duplicate_of)
     update = EntryUpdate(
         relative,
         "duplicate",
@@ -402,14 +464,20 @@ def _rejected_update(
     reason: str,
     warnings: str | None = None,
 ) -> EntryUpdate:
-    """A rejected version never changes what is loaded: rows of an earlier version stay."""
+    """A rejected version never changes which rows the path holds: the rows of an earlier
+    version stay (``load_id``), or the path stays a duplicate of the path holding them."""
     keep_load = entry.load_id if entry is not None else None
+    keep_duplicate = (
+        entry.duplicate_of
+        if entry is not None and keep_load is None and entry.status in ("duplicate", "rejected", "failed")
+        else None
+    )
     return EntryUpdate(
         relative,
         "rejected",
         sha256,
         route.table if route else None,
-        None,
+        keep_duplicate,
         keep_load,
         info.st_size if info else None,
         info.st_mtime_ns if info else None,
@@ -420,15 +488,34 @@ def _rejected_update(
     )
 
 
-def _delete_previous_rows(cur: psycopg.Cursor[Any], entry: ManifestEntry | None) -> int | None:
-    """Remove the rows an earlier version of this path loaded; return that load's id."""
+def _release_previous(cur: psycopg.Cursor[Any], relative: str, entry: ManifestEntry | None) -> int | None:
+    """The rows an earlier version of this path loaded: a duplicate of that version takes them
+    over, or they are deleted. Return the id of the load deleted (None: nothing was deleted)."""
     if entry is None or entry.load_id is None or entry.target_table is None:
+        return None
+    load = manifest.load_record(cur, entry.load_id)
+    if load is not None and (owner := manifest.take_over(cur, load, relative)) is not None:
+        log.info("load_taken_over", path=relative, owner=owner, load_id=load.load_id)
         return None
     cur.execute(
         sql.SQL("DELETE FROM {} WHERE _load_id = %s").format(sql.Identifier("raw", entry.target_table)),
         (entry.load_id,),
     )
     return entry.load_id
+
+
+def record_failed(conn: psycopg.Connection[Any], candidate: Candidate, reason: str) -> FileOutcome:
+    """Record a file whose load failed outside the file's own checks (a database error on it):
+    like any failed read, it keeps what the path held and backs off until it changes."""
+    with conn.transaction(), conn.cursor() as cur:
+        entry = manifest.get_entry(conn, candidate.relative, for_update=True)
+        route = route_for(os.path.basename(candidate.relative))
+        try:
+            info: os.stat_result | None = os.stat(candidate.path)
+        except OSError:
+            info = None
+        failed = FileProblem(reason, status="failed")
+        return _record_problem(cur, candidate.relative, entry, route, failed, info)
 
 
 def _record_problem(
@@ -443,7 +530,11 @@ def _record_problem(
     status: Outcome = "failed" if problem.status == "failed" else "rejected"
     update = _rejected_update(relative, entry, route, info, None, 0, problem.reason)
     if status == "failed":
-        # A failed read is retried on the next pass: no size or time is remembered for it.
-        update = EntryUpdate(**{**update.__dict__, "status": "failed", "size_bytes": None, "mtime_ns": None})
+        # Tried again when the file changes (size, time or mode), on `reprocess`, or after a
+        # back-off (``retry_due``): its size, time and mode as they were when it failed. Mode 0:
+        # there was no file to read, so any file found there later is a change.
+        update = EntryUpdate(
+            **{**update.__dict__, "status": "failed", "file_mode": info.st_mode if info else 0}
+        )
     manifest.upsert_entry(cur, update)
     return FileOutcome(relative, status, route.table if route else None, reason=problem.reason)

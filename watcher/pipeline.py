@@ -10,6 +10,7 @@ import os
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
@@ -25,7 +26,7 @@ from tenacity import (
 )
 from tenacity.stop import stop_base
 
-from watcher import manifest, runs
+from watcher import runs
 from watcher.config import Settings
 from watcher.database import ConnectionHolder, lock_waits
 from watcher.ingest import (
@@ -33,7 +34,9 @@ from watcher.ingest import (
     LoadLimits,
     is_unrouted,
     process_file,
+    record_failed,
     record_ignored,
+    retry_due,
     unchanged_since_recorded,
 )
 from watcher.manifest import ManifestEntry, all_entries
@@ -244,8 +247,10 @@ class Pipeline:
         return {e.source_path: e for e in entries}
 
     def pending(self, candidates: Iterable[Candidate]) -> list[Candidate]:
-        """The candidates the manifest does not already know in exactly this version."""
+        """The candidates the manifest does not already know in exactly this version; a file
+        that failed only once it changed or its back-off (from the reconcile interval) is over."""
         known = self.manifest_snapshot()
+        now, backoff = datetime.now(UTC), self.settings.reconcile_seconds
         waiting = []
         for candidate in candidates:
             if candidate.problem is None:
@@ -254,7 +259,14 @@ class Pipeline:
                 except OSError:
                     waiting.append(candidate)
                     continue
-                if unchanged_since_recorded(known.get(candidate.relative), info.st_size, info.st_mtime_ns):
+                entry = known.get(candidate.relative)
+                if unchanged_since_recorded(entry, info.st_size, info.st_mtime_ns):
+                    continue
+                if (
+                    entry is not None
+                    and entry.status == "failed"
+                    and not retry_due(entry, info, now, backoff)
+                ):
                     continue
             elif (
                 entry := known.get(candidate.relative)
@@ -397,18 +409,12 @@ class Pipeline:
             # A permanent database error on this file (say, disk full): record and go on.
             self.db.close()
             outcome = FileOutcome(candidate.relative, "failed", reason=f"database error: {_first_line(exc)}")
-            self._record_failure(outcome)
+            self._record_failure(candidate, outcome)
         return outcome
 
-    def _record_failure(self, outcome: FileOutcome) -> None:
-        def action(conn: psycopg.Connection[Any]) -> None:
-            with conn.transaction(), conn.cursor() as cur:
-                manifest.upsert_entry(
-                    cur, manifest.EntryUpdate(outcome.relative, "failed", error_reason=outcome.reason)
-                )
-
+    def _record_failure(self, candidate: Candidate, outcome: FileOutcome) -> None:
         try:
-            self._with_database(action)
+            self._with_database(lambda conn: record_failed(conn, candidate, outcome.reason or "failed"))
         except psycopg.Error as exc:
             log.error("failure_not_recorded", path=outcome.relative, error=_first_line(exc))
 
