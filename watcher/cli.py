@@ -22,10 +22,11 @@ PURPOSE = (
 EXIT_CODES = """exit codes:
   0    everything pending loaded (or was unchanged, a duplicate, ignored) and the build passed;
        for the daemon: a clean stop
-  1    some file was rejected or failed (the others still loaded), or the dbt build or a test failed
+  1    some file was rejected or failed (the others still loaded), or the dbt build or a test failed,
+       or (--once) a file was still being written when its wait ran out: left unread, `pending`
   2    usage or configuration error (also: the metrics address is in use)
   3    infrastructure: the database stayed unreachable through the retries, or dbt could not run
-  130  interrupted (Ctrl-C)
+  130  a one-shot pass interrupted (Ctrl-C, SIGTERM or SIGHUP); the daemon exits 0 on those
 """
 
 
