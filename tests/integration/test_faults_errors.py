@@ -15,7 +15,7 @@ import pytest
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from tests.conftest import with_dbname
+from tests.conftest import scratch_database, with_dbname
 from tests.daemon_helpers import DaemonProcess, daily_rows_loaded, scalar, wait_until, write_daily
 from tests.helpers import run_cli, write_big_daily
 
@@ -180,14 +180,8 @@ def test_every_log_line_is_json_even_when_psycopg_warns(migrated_url: str, tmp_p
 @pytest.fixture(params=["wear'able", 'wear"able'], ids=["single-quote", "double-quote"])
 def quoted_database(request: pytest.FixtureRequest, pg_admin_url: str) -> Iterator[str]:
     """A real database whose name holds a quote; its connection string."""
-    name = f"{request.param}_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        yield with_dbname(pg_admin_url, name)
-    finally:
-        with psycopg.connect(pg_admin_url, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    with scratch_database(pg_admin_url, prefix=request.param) as url:
+        yield url
 
 
 def test_a_database_name_with_a_quote_is_refused_before_anything_is_loaded(

@@ -22,7 +22,6 @@ import hashlib
 import os
 import shutil
 import tempfile
-import uuid
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,7 +35,8 @@ from hypothesis.stateful import RuleBasedStateMachine, precondition, rule, run_s
 from prometheus_client import CollectorRegistry
 from psycopg import sql
 
-from tests.conftest import with_dbname
+from tests.conftest import scratch_database
+from tests.dbtkit import DAILY_ACTIVITY_COLUMNS
 from tests.helpers import DAILY_HEADER, daily_rows, once_json, settings_for_tests
 from watcher.database import migrate
 from watcher.metrics import Metrics
@@ -54,26 +54,7 @@ CONTENTS: tuple[bytes, ...] = (
 )
 REJECTED = 3
 PATHS = ("dailyActivity_merged.csv", "archive/dailyActivity_merged.csv", "archive/2016/dailyActivity_c.csv")
-DATA_COLUMNS = sql.SQL(", ").join(
-    sql.Identifier("r", c)
-    for c in (
-        "id",
-        "activity_date",
-        "total_steps",
-        "total_distance",
-        "tracker_distance",
-        "logged_activities_distance",
-        "very_active_distance",
-        "moderately_active_distance",
-        "light_active_distance",
-        "sedentary_active_distance",
-        "very_active_minutes",
-        "fairly_active_minutes",
-        "lightly_active_minutes",
-        "sedentary_minutes",
-        "calories",
-    )
-)
+DATA_COLUMNS = sql.SQL(", ").join(sql.Identifier("r", c) for c in DAILY_ACTIVITY_COLUMNS)
 RESET = (
     "TRUNCATE raw.daily_activity, raw.sleep, ops.rejected_rows, ops.raw_ingest_manifest,"
     " ops.file_loads, ops.pipeline_runs"
@@ -94,19 +75,13 @@ def raw_rows(conn: psycopg.Connection[Any]) -> RowsByContent:
 
 @pytest.fixture(scope="module")
 def two_databases(pg_admin_url: str) -> Iterator[tuple[str, str]]:
-    names = [f"wp_prop_{uuid.uuid4().hex[:10]}" for _ in range(2)]
-    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
-        for name in names:
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    urls = [with_dbname(pg_admin_url, name) for name in names]
-    try:
-        for url in urls:
+    with (
+        scratch_database(pg_admin_url, prefix="wp_prop") as first,
+        scratch_database(pg_admin_url, prefix="wp_prop") as second,
+    ):
+        for url in (first, second):
             migrate(url)
-        yield urls[0], urls[1]
-    finally:
-        with psycopg.connect(pg_admin_url, autocommit=True) as conn:
-            for name in names:
-                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        yield first, second
 
 
 class LakeMachine(RuleBasedStateMachine):
@@ -262,11 +237,7 @@ def test_the_monthly_workflow_through_the_cli(tmp_path: Path, migrated_url: str,
     code, payload = once_json(lake, migrated_url, "--no-dbt")
     assert code == 0 and payload["counts"] == {"loaded": 1, "duplicate": 1}, payload
 
-    name = f"wp_fresh_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    fresh = with_dbname(pg_admin_url, name)
-    try:
+    with scratch_database(pg_admin_url, prefix="wp_fresh") as fresh:
         assert once_json(lake, fresh, "--no-dbt")[0] == 0
         with psycopg.connect(migrated_url) as tested, psycopg.connect(fresh) as reference:
             assert raw_rows(tested) == raw_rows(reference)
@@ -274,6 +245,3 @@ def test_the_monthly_workflow_through_the_cli(tmp_path: Path, migrated_url: str,
                 _sha(1),
                 _sha(2),
             }
-    finally:
-        with psycopg.connect(pg_admin_url, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))

@@ -8,12 +8,9 @@ export to ``dailyActivity_merged.csv``. March's rows stay, owned by the archived
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import shutil
-import uuid
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +19,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 from psycopg import sql
 
-from tests.conftest import with_dbname
+from tests.conftest import scratch_database
 from tests.helpers import DAILY_HEADER, daily_rows, once_json, settings_for_tests, write_csv
 from watcher.metrics import Metrics
 from watcher.pipeline import PassResult, Pipeline
@@ -213,19 +210,6 @@ def test_a_rejected_path_back_to_its_kept_version_loads_nothing_twice(
 # -- through the real CLI, with the dbt build ------------------------------------------------------
 
 
-@contextlib.contextmanager
-def fresh_database(admin_url: str) -> Iterator[str]:
-    """An empty database of its own (the CLI migrates it), dropped afterwards."""
-    name = f"wp_fresh_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(admin_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        yield with_dbname(admin_url, name)
-    finally:
-        with psycopg.connect(admin_url, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-
-
 LINEAGE_COLUMNS = ("built_at", "changed_at")
 
 
@@ -285,7 +269,7 @@ def test_once_with_dbt_keeps_the_month_and_builds_what_a_fresh_database_builds(
     assert third["rows_loaded"] == rows_in(april)
     assert rows_per_content(migrated_url) == {sha_of(march): rows_in(march), sha_of(april): rows_in(april)}
 
-    with fresh_database(pg_admin_url) as fresh:
+    with scratch_database(pg_admin_url) as fresh:
         code, payload = once_json(lake, fresh)
         assert code == 0 and payload["counts"] == {"loaded": 2}, payload
         assert rows_per_content(fresh) == rows_per_content(migrated_url)
