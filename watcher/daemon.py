@@ -45,7 +45,7 @@ from watcher.observer import (
     stop_listening,
 )
 from watcher.pipeline import EXIT_OK, EXIT_USAGE, DatabaseUnavailable, Pipeline
-from watcher.readiness import Rules, Settled, Tracker
+from watcher.readiness import CONFIRM_SECONDS, DropTimes, Rules, Settled, Tracker
 from watcher.scanner import Candidate, inspect_entry, scan
 
 log = structlog.get_logger(__name__)
@@ -67,12 +67,14 @@ CANCEL_INTERVAL_SECONDS = 0.5
 
 
 def rules_for(settings: Settings, *, polling: bool) -> Rules:
-    """Polling sees a change up to one interval late: the window grows by that interval."""
+    """Polling sees a change up to one interval late: the window grows by that interval. Polling
+    reports no close either, so nothing there settles by the short confirmation."""
     window = settings.debounce_seconds + (settings.polling_interval_seconds if polling else 0.0)
     return Rules(
         window=window,
         stale_after=max(STALE_AFTER_MIN_SECONDS, 10 * window),
         gather=settings.debounce_seconds,
+        confirm=None if polling else CONFIRM_SECONDS,
     )
 
 
@@ -383,7 +385,7 @@ class Daemon:
             return  # what is not loaded stays in the landing zone for the next start
         origins = {item.origin for item in batch} | {origin for _, origin in extra}
         trigger = "startup" if "startup" in origins else "event" if "event" in origins else "reconcile"
-        settled_at = self._settled_wall_times(batch)
+        drop_times = self._drop_times(batch)
         for item in batch:
             if item.forced:
                 log.warning("file_settled_without_close", path=_relative(self.settings, item.path))
@@ -392,7 +394,7 @@ class Daemon:
         self.pass_started = self.clock()
         try:
             result = self.pipeline.run_pass(
-                waiting, trigger, settled_at=settled_at, should_stop=self._should_stop
+                waiting, trigger, drop_times=drop_times, should_stop=self._should_stop
             )
         finally:
             self.in_flight = None
@@ -416,13 +418,12 @@ class Daemon:
         finally:
             self.pass_started = None
 
-    def _settled_wall_times(self, batch: list[Settled]) -> dict[str, float]:
-        """When each file settled, on the wall clock; only files an event announced (drop-to-ready)."""
+    def _drop_times(self, batch: list[Settled]) -> dict[str, DropTimes]:
+        """When each file was first seen and when it settled, on the wall clock (drop-to-ready)."""
         offset = time.time() - self.clock()
         return {
-            _relative(self.settings, item.path): item.settled_at + offset
+            _relative(self.settings, item.path): DropTimes(item.first_seen + offset, item.settled_at + offset)
             for item in batch
-            if item.origin == "event"
         }
 
     def _defer(self, batch: list[Settled], extra: list[tuple[Candidate, str]], error: str) -> None:

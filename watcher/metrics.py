@@ -50,7 +50,14 @@ class Metrics:
         )
         self.drop_to_ready = Histogram(
             "wearable_drop_to_ready_seconds",
-            "From a file settling in the landing zone to the models built on it.",
+            "From the first sight of a file (its first event, or the scan that found it) to the models"
+            " built on it: what the user waits for.",
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.settled_to_ready = Histogram(
+            "wearable_settled_to_ready_seconds",
+            "From a file settling in the landing zone to the models built on it (load and build).",
             buckets=LATENCY_BUCKETS,
             registry=registry,
         )

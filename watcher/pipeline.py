@@ -6,6 +6,7 @@ files that settled. There is no second code path.
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -42,6 +43,7 @@ from watcher.ingest import (
 from watcher.manifest import ManifestEntry, all_entries
 from watcher.metrics import Metrics
 from watcher.progress import Progress
+from watcher.readiness import DropTimes
 from watcher.retry import is_transient, transient_retrying
 from watcher.routes import route_for
 from watcher.scanner import Candidate
@@ -280,7 +282,7 @@ class Pipeline:
         candidates: list[Candidate],
         trigger: str,
         *,
-        settled_at: Mapping[str, float] | None = None,
+        drop_times: Mapping[str, DropTimes] | None = None,
         json_output: bool = False,
         force: bool = False,
         should_stop: Callable[[], bool] | None = None,
@@ -302,7 +304,7 @@ class Pipeline:
             bound = bound.bind(run_id=result.run_id)
             self.metrics.database_up.set(1)
             self._load_all(candidates, result, bound, json_output, force, should_stop)
-            self._build(result, bound, settled_at or {}, set(rebuild), should_stop)
+            self._build(result, bound, drop_times or {}, set(rebuild), should_stop)
         except LockTimeout as exc:
             result.infrastructure_error = str(exc)
             bound.error("lock_wait_gave_up", step="load", status="failed", error=str(exc))
@@ -488,7 +490,7 @@ class Pipeline:
         self,
         result: PassResult,
         bound: Any,
-        settled_at: Mapping[str, float],
+        drop_times: Mapping[str, DropTimes],
         rebuild: set[str],
         should_stop: Callable[[], bool] | None = None,
     ) -> None:
@@ -513,8 +515,11 @@ class Pipeline:
             """
             now = time.time()
             for o in result.outcomes:
-                if o.outcome == "loaded" and o.relative in settled_at:
-                    self.metrics.drop_to_ready.observe(max(0.0, now - settled_at[o.relative]))
+                times = drop_times.get(o.relative) if o.outcome == "loaded" else None
+                if times is not None:
+                    self.metrics.drop_to_ready.observe(max(0.0, now - times.first_seen))
+                    if math.isfinite(times.settled):
+                        self.metrics.settled_to_ready.observe(max(0.0, now - times.settled))
             bound.info(
                 "dbt_models_built",
                 step="dbt",

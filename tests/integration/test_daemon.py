@@ -139,6 +139,65 @@ def test_a_slow_writer_is_loaded_once_after_its_last_write(
         daemon.stop()
 
 
+def test_a_writer_that_closes_and_reopens_at_once_is_loaded_once_whole(
+    lake: Path, tmp_path: Path, migrated_url: str
+) -> None:
+    """A close is evidence, confirmed over a short window: a writer that closes, waits 300 ms,
+    reopens and appends falls within it, and the file is loaded once, with every row."""
+    daemon = DaemonProcess(lake, migrated_url, tmp_path / "daemon.log", no_dbt=True)
+    rows = daily_rows(10, 20)  # 200 rows: half before the close, half after the reopen
+    try:
+        daemon.start().wait_ready()
+        path = lake / "dailyActivity_reopened.csv"
+        with open(path, "wb") as out:
+            out.write((DAILY_HEADER + "\r\n" + "\r\n".join(rows[:100]) + "\r\n").encode())
+        time.sleep(0.3)
+        with open(path, "ab") as out:
+            out.write(("\r\n".join(rows[100:]) + "\r\n").encode())
+        wait_until(lambda: daily_rows_loaded(migrated_url) == 200, timeout=30, message="200 rows")
+        time.sleep(1.5)  # a second version, had the first half been taken, would be loaded by now
+        loads = scalar(
+            migrated_url,
+            "SELECT count(*) FROM ops.file_loads WHERE source_path = 'dailyActivity_reopened.csv'",
+        )
+        assert loads == 1
+        assert manifest_status(migrated_url) == {"dailyActivity_reopened.csv": "loaded"}
+        assert daemon.metric("wearable_files_processed_total") == 1
+    finally:
+        daemon.stop()
+
+
+@pytest.mark.skipif(not dbt_available(), reason="no dbt project")
+def test_drop_to_ready_counts_from_the_first_sight_of_the_file(
+    lake: Path, tmp_path: Path, migrated_url: str
+) -> None:
+    """The user waits from the first write: a writer that keeps the file open for 4 s shows in
+    ``wearable_drop_to_ready_seconds`` with those 4 s; settled-to-ready has its own histogram."""
+    daemon = DaemonProcess(lake, migrated_url, tmp_path / "daemon.log")
+    held = 4.0
+    try:
+        daemon.start().wait_ready()
+        path = lake / "dailyActivity_held.csv"
+        rows = daily_rows(2, 5)
+        with open(path, "wb") as out:
+            out.write((DAILY_HEADER + "\r\n" + "\r\n".join(rows) + "\r\n").encode())
+            out.flush()
+            time.sleep(held)  # written, still open: not settled, but the user is waiting
+        after = wait_until(
+            lambda: (m := daemon.metrics()) and metric_sum(m, "wearable_drop_to_ready_seconds_count") and m,
+            timeout=60,
+            message="the drop built",
+        )
+        assert metric_sum(after, "wearable_drop_to_ready_seconds_count") == 1
+        assert metric_sum(after, "wearable_settled_to_ready_seconds_count") == 1
+        from_sight = metric_sum(after, "wearable_drop_to_ready_seconds_sum")
+        from_settled = metric_sum(after, "wearable_settled_to_ready_seconds_sum")
+        assert from_sight >= held
+        assert from_sight - from_settled >= held  # it settled only after the close
+    finally:
+        daemon.stop()
+
+
 @pytest.mark.slow
 def test_a_burst_of_200_files_loads_all_with_few_builds(
     lake: Path, tmp_path: Path, migrated_url: str

@@ -7,7 +7,10 @@ from typing import Any
 
 import pytest
 
+from watcher.config import Overrides, build_settings
+from watcher.daemon import rules_for
 from watcher.readiness import (
+    CONFIRM_SECONDS,
     ONCE_SETTLE_WINDOWS,
     Observation,
     Rules,
@@ -281,6 +284,10 @@ def test_settle_time_is_a_pure_function_of_the_observation() -> None:
     assert settle_time(writing, rules) == 40.0
     empty = Observation("a", "event", State.CREATED, 0.0, 10.0, (0, 1), 9.0)
     assert settle_time(empty, rules) == 40.0
+    confirming = Rules(window=1.0, stale_after=30.0, confirm=0.25)
+    assert settle_time(closed, confirming) == 12.25
+    reopened = Observation("a", "event", State.CLOSED, 0.0, 10.0, (5, 1), 12.0, reopened=True)
+    assert settle_time(reopened, confirming) == 13.0
 
 
 def test_observations_from_another_thread_are_safe(clock: Clock, disk: Disk) -> None:
@@ -352,3 +359,117 @@ def test_once_takes_a_file_whose_writer_finishes_within_the_wait(clock: Clock, d
     settled, changing, sleeps = settle_once(clock, disk, ["recent.csv"])
     assert (settled, changing) == (["recent.csv"], [])
     assert sleeps and sum(sleeps) == pytest.approx(0.6, abs=0.02), "waited out the rest of the window"
+
+
+# -- settling by evidence: a close after writing, or a rename into the tree ------------------------
+
+REOPEN_GAP = 0.3
+"""A writer that closes, waits this long, reopens and appends (the case the confirmation covers)."""
+
+
+def evidence_tracker(clock: Clock, disk: Disk) -> Tracker:
+    """The daemon's rules on a backend that reports closes (inotify), with the default window."""
+    return Tracker(
+        Rules(window=WINDOW, stale_after=STALE, confirm=CONFIRM_SECONDS),
+        clock=clock,
+        wall_clock=lambda: clock.now + WALL_OFFSET,
+        stat=disk,
+    )
+
+
+def test_a_close_after_writing_settles_after_the_short_confirmation(clock: Clock, disk: Disk) -> None:
+    tracker = evidence_tracker(clock, disk)
+    disk.files["a.csv"] = (100, 1)
+    tracker.observe("a.csv", "created")
+    tracker.observe("a.csv", "modified")
+    tracker.observe("a.csv", "closed")
+    clock.advance(CONFIRM_SECONDS - 0.01)
+    batch, deadline = tracker.take_settled()
+    assert batch == [] and deadline == pytest.approx(clock.now + 0.01)
+    clock.advance(0.01)
+    batch, _ = tracker.take_settled()
+    assert [b.path for b in batch] == ["a.csv"]
+    assert batch[0].settled_at == pytest.approx(clock.now)
+    assert CONFIRM_SECONDS < WINDOW
+
+
+def test_a_rename_into_the_tree_settles_after_the_short_confirmation(clock: Clock, disk: Disk) -> None:
+    tracker = evidence_tracker(clock, disk)
+    disk.files["b.csv"] = (500, 1)
+    tracker.observe("b.csv", "moved_in")
+    clock.advance(CONFIRM_SECONDS)
+    assert taken(tracker) == ["b.csv"]
+
+
+def test_a_change_during_the_confirmation_restarts_it(clock: Clock, disk: Disk) -> None:
+    """Size or mtime changed and no event said so: confirmed only after a whole window of calm."""
+    tracker = evidence_tracker(clock, disk)
+    disk.files["a.csv"] = (100, 1)
+    tracker.observe("a.csv", "closed")
+    clock.advance(0.01)
+    assert taken(tracker) == []  # first look: signature recorded
+    clock.advance(CONFIRM_SECONDS / 2)
+    disk.files["a.csv"] = (100, 2)  # touched
+    assert taken(tracker) == []
+    clock.advance(CONFIRM_SECONDS - 0.01)
+    assert taken(tracker) == []
+    clock.advance(0.01)
+    assert taken(tracker) == ["a.csv"]
+
+
+def test_files_seen_without_evidence_keep_the_full_window(clock: Clock, disk: Disk) -> None:
+    """A rename from outside (only a creation), a scan's find, a change without close events."""
+    tracker = evidence_tracker(clock, disk)
+    wall_now_ns = int((clock.now + WALL_OFFSET) * 1e9)
+    disk.files["created.csv"] = (500, 1)
+    disk.files["scanned.csv"] = (500, wall_now_ns)
+    tracker.observe("created.csv", "created")
+    assert tracker.seed("scanned.csv", "reconcile")
+    clock.advance(CONFIRM_SECONDS + 0.01)
+    assert taken(tracker) == []
+    clock.advance(WINDOW - CONFIRM_SECONDS - 0.01)
+    assert sorted(taken(tracker)) == ["created.csv", "scanned.csv"]
+
+
+def test_without_close_events_a_rename_keeps_the_full_window(clock: Clock, disk: Disk) -> None:
+    """Polling reports renames too, but no close: the daemon's polling rules have no confirmation."""
+    settings = build_settings(Overrides(debounce_seconds=WINDOW), env={})
+    polling = rules_for(settings, polling=True)
+    assert polling.confirm_window == polling.window
+    assert rules_for(settings, polling=False).confirm_window == CONFIRM_SECONDS
+    tracker = evidence_tracker(clock, disk)
+    tracker.set_rules(polling, expects_close=False)
+    disk.files["p.csv"] = (500, 1)
+    tracker.observe("p.csv", "moved_in")
+    clock.advance(polling.window - 0.01)
+    assert taken(tracker) == []
+    clock.advance(0.01)
+    assert taken(tracker) == ["p.csv"]
+
+
+def test_the_confirmation_is_never_longer_than_the_window() -> None:
+    rules = Rules(window=0.3, stale_after=STALE, confirm=CONFIRM_SECONDS)
+    assert rules.confirm_window == 0.3
+    assert Rules(window=2.0, stale_after=STALE).confirm_window == 2.0
+
+
+def test_a_writer_that_closes_and_reopens_at_once_waits_for_its_last_close(clock: Clock, disk: Disk) -> None:
+    """Closed, reopened 300 ms later to append: not taken between, and once reopened, its next
+    close no longer counts as proof: it needs the full window."""
+    tracker = evidence_tracker(clock, disk)
+    disk.files["r.csv"] = (100, 1)
+    tracker.observe("r.csv", "created")
+    tracker.observe("r.csv", "modified")
+    tracker.observe("r.csv", "closed")
+    assert taken(tracker) == []
+    clock.advance(REOPEN_GAP)
+    assert taken(tracker) == []  # still within the confirmation
+    disk.files["r.csv"] = (200, 2)
+    tracker.observe("r.csv", "modified")  # reopened and appending: a writer again
+    clock.advance(WINDOW * 5)
+    assert taken(tracker) == []  # open for writing: waits for a close
+    tracker.observe("r.csv", "closed")
+    clock.advance(CONFIRM_SECONDS)
+    assert taken(tracker) == []
+    clock.advance(WINDOW - CONFIRM_SECONDS)
+    assert taken(tracker) == ["r.csv"]
