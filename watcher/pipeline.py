@@ -313,6 +313,11 @@ class Pipeline:
             bound.error("database_unavailable", step="load", status="failed", error=str(exc))
         except PassInterrupted:
             result.interrupted = True
+        except KeyboardInterrupt:  # a one-shot command's Ctrl-C, SIGTERM or SIGHUP
+            result.interrupted = True
+            result.duration_s = time.monotonic() - started
+            self._record_interrupted(result)
+            raise
         except psycopg.Error as exc:
             # Not transient (a statement timeout, a missing table): this pass fails, the next one
             # starts on a clean connection (``_with_database`` rolled this one back).
@@ -325,6 +330,18 @@ class Pipeline:
         result.duration_s = time.monotonic() - started
         self._close_run(result, bound)
         return result
+
+    def _record_interrupted(self, result: PassResult) -> None:
+        """The run row of a pass a signal cut short says ``interrupted``: one try, no retries
+        (the user is leaving); the file in flight was rolled back with its transaction."""
+        if result.run_id is None:
+            return
+        self.metrics.runs.labels(trigger=result.trigger, status=result.status).inc()
+        try:
+            with self.db.session() as conn:
+                runs.close_run(conn, result.run_id, result.totals())
+        except psycopg.Error as exc:
+            log.warning("run_not_recorded", run_id=result.run_id, error=_first_line(exc))
 
     def _load_all(
         self,

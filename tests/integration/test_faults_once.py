@@ -65,3 +65,28 @@ def test_sigkill_at_twenty_random_moments(tmp_path: Path, migrated_url: str) -> 
     code, result = once_json(lake, migrated_url, "--no-dbt")
     assert code == 0, result
     assert_exactly_once(migrated_url, rows, 42)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP], ids=lambda s: s.name)
+def test_a_one_shot_pass_stopped_by_a_signal_is_recorded_as_interrupted(
+    tmp_path: Path, migrated_url: str, signum: signal.Signals
+) -> None:
+    lake = tmp_path / "lake"
+    write_big_daily(lake / "dailyActivity_big.csv", 600_000)
+    proc = start_once(lake, migrated_url)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:  # wait until the pass has its run row and reads the file
+        with psycopg.connect(migrated_url) as conn:
+            started = conn.execute("SELECT count(*) FROM ops.pipeline_runs").fetchone()
+        if started and started[0]:
+            break
+        time.sleep(0.05)
+    time.sleep(0.3)
+    proc.send_signal(signum)
+    proc.communicate(timeout=30)
+    assert proc.returncode == 130
+    with psycopg.connect(migrated_url) as conn:
+        run = conn.execute("SELECT trigger, status, finished_at IS NOT NULL FROM ops.pipeline_runs").fetchall()
+        rows = conn.execute("SELECT count(*) FROM raw.daily_activity").fetchone()
+    assert run == [("once", "interrupted", True)]
+    assert rows == (0,)  # the file in flight rolled back
