@@ -187,7 +187,12 @@ def render_headline(head: Headline) -> None:
         help="Median over the week's users of their steps as % of their own baseline.",
     )
     cols[2].metric("Interquartile range", f"{head.p25 or 0.0:.0%} to {head.p75 or 0.0:.0%}")
-    cols[3].metric("Users degrading", f"{(head.share_degrading or 0.0):.0%}")
+    cols[3].metric(
+        "Users degrading",
+        f"{(head.share_degrading or 0.0):.0%}",
+        help=f"Of the {head.users_observed} users seen in week {head.latest_week}, the share whose"
+        " trend is degrading (the trend-class table counts every user).",
+    )
     cols[4].metric("Users observed", head.users_observed)
     mean = head.mean or 0.0
     note = (
