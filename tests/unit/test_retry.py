@@ -38,7 +38,7 @@ def test_faults_that_heal_by_waiting_are_retried(message: str) -> None:
         PREFIX + 'FATAL:  password authentication failed for user "pipeline"',
         PREFIX + 'FATAL:  no pg_hba.conf entry for host "10.0.0.5", user "p", database "w", no encryption',
         PREFIX + "fe_sendauth: no password supplied",
-        PREFIX + 'root certificate file "/root/.postgresql/root.crt" does not exist',
+        PREFIX + 'root certificate file "/home/analyst/.postgresql/root.crt" does not exist',
         PREFIX + "SSL error: certificate verify failed",
         PREFIX + "server does not support SSL, but SSL was required",
     ],
