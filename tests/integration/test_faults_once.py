@@ -86,7 +86,9 @@ def test_a_one_shot_pass_stopped_by_a_signal_is_recorded_as_interrupted(
     proc.communicate(timeout=30)
     assert proc.returncode == 130
     with psycopg.connect(migrated_url) as conn:
-        run = conn.execute("SELECT trigger, status, finished_at IS NOT NULL FROM ops.pipeline_runs").fetchall()
+        run = conn.execute(
+            "SELECT trigger, status, finished_at IS NOT NULL FROM ops.pipeline_runs"
+        ).fetchall()
         rows = conn.execute("SELECT count(*) FROM raw.daily_activity").fetchone()
     assert run == [("once", "interrupted", True)]
     assert rows == (0,)  # the file in flight rolled back
