@@ -14,6 +14,18 @@ from watcher.routes import route_for
 from watcher.transform import Transformer
 
 
+def start_up_catch_up(database_url: str, lake: Path) -> None:
+    """What a daemon's start does before it watches: build what was loaded but is not built."""
+    settings = settings_for_tests(lake, database_url)
+    transformer = Transformer(settings.dbt_project_dir, database_url, threads=settings.dbt_threads)
+    pipeline = Pipeline(settings, database_url, Metrics(CollectorRegistry()), transformer=transformer)
+    try:
+        caught_up = pipeline.catch_up()
+    finally:
+        pipeline.close()
+    assert caught_up is not None and caught_up.exit_code == 0, caught_up and caught_up.error_summary()
+
+
 def test_migrations_apply_once_and_create_the_schemas(database_url: str) -> None:
     first = migrate(database_url)
     second = migrate(database_url)
@@ -81,14 +93,7 @@ def test_upgrade_keeps_raw_rows_and_the_next_pass_rebuilds_the_models(
     assert views == (0,)  # built on the old table, dropped with it
 
     # The daemon's start-up catch-up rebuilds the missing models although nothing is new.
-    settings = settings_for_tests(tmp_path / "empty", database_url)
-    transformer = Transformer(settings.dbt_project_dir, database_url, threads=settings.dbt_threads)
-    pipeline = Pipeline(settings, database_url, Metrics(CollectorRegistry()), transformer=transformer)
-    try:
-        caught_up = pipeline.catch_up()
-    finally:
-        pipeline.close()
-    assert caught_up is not None and caught_up.exit_code == 0, caught_up and caught_up.error_summary()
+    start_up_catch_up(database_url, tmp_path / "empty")
     with psycopg.connect(database_url) as conn:
         views = conn.execute(
             "SELECT count(*) FROM information_schema.views WHERE table_name = 'stg_daily_activity'"
@@ -123,14 +128,7 @@ def test_marts_of_an_older_release_are_rebuilt_by_the_upgrade_without_a_manual_r
 
     applied = migrate(database_url)
     assert applied == [m.name for m in load_migrations() if m.version == 4]
-    settings = settings_for_tests(tmp_path / "empty", database_url)
-    transformer = Transformer(settings.dbt_project_dir, database_url, threads=settings.dbt_threads)
-    pipeline = Pipeline(settings, database_url, Metrics(CollectorRegistry()), transformer=transformer)
-    try:
-        caught_up = pipeline.catch_up()
-    finally:
-        pipeline.close()
-    assert caught_up is not None and caught_up.exit_code == 0, caught_up and caught_up.error_summary()
+    start_up_catch_up(database_url, tmp_path / "empty")
 
     write_csv(lake / "dailyActivity_b.csv", DAILY_HEADER, daily_rows(1, 5, first_id=2000000000))
     code, summary = once_json(lake, database_url)
