@@ -130,6 +130,8 @@ class DaemonProcess:
         env.update({"DATABASE_URL": database_url, "WEARABLE_LOG_FORMAT": "json"})
         env.update(extra_env or {})
         self.env = env
+        self.cwd = REPO_ROOT
+        """Where the process starts: its ``watcher`` package is the one found there first."""
         self.process: subprocess.Popen[bytes] | None = None
 
     # -- process ----------------------------------------------------------------------------------
@@ -137,7 +139,7 @@ class DaemonProcess:
     def start(self) -> DaemonProcess:
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
-                self.args, cwd=REPO_ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT
+                self.args, cwd=self.cwd, env=self.env, stdout=log, stderr=subprocess.STDOUT
             )
         return self
 

@@ -142,11 +142,8 @@ def prepare_load(cur: psycopg.Cursor[Any], route: Route, load_id: int) -> None:
     """Session state the raw table's lineage defaults read, scoped to this transaction."""
     cur.execute("SET LOCAL DateStyle = 'ISO, MDY'")
     cur.execute("SELECT set_config('wearable.load_id', %s, true)", (str(load_id),))
-    # The clean path writes line numbers itself; the checked path numbers its main stream with
-    # the table's sequence (setval per segment). Restarting is transactional and takes the
-    # sequence's lock until commit, so loads into one table are serialized and cannot move each
-    # other's sequence.
-    cur.execute(sql.SQL("ALTER SEQUENCE {} RESTART WITH 2").format(sql.Identifier(*route.sequence)))
+    # Both paths write each line's number into their stream: no table-wide sequence is touched,
+    # so loads into one table from several connections never wait for each other.
 
 
 CSV_OPTIONS = sql.SQL("FORMAT csv")

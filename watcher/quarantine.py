@@ -5,9 +5,9 @@ speed; only the lines it does not match are looked at in Python (``rowcheck``). 
 carry the good rows:
 
 * the main stream: one record per line of the file, in order: the ordinary lines exactly as they
-  are, and for every other line a placeholder of empty fields. Line numbers come from the table's
-  sequence (set to the segment's first line), as on the fast path, and ``WHERE <first required
-  column> IS NOT NULL`` drops the placeholders, so the clean runs cost no Python per row;
+  are, and for every other line a placeholder of empty fields, each behind its line number as on
+  the fast path (``linenumbers``), and ``WHERE <first required column> IS NOT NULL`` drops the
+  placeholders, so the clean runs cost no Python per row;
 * the side stream: the unusual lines that are still good (quoted fields, a quoted field spanning
   lines, a different line end, spellings the server decides on), one per line with its explicit
   line number.
@@ -34,6 +34,7 @@ import psycopg
 from psycopg import sql
 from psycopg.copy import QueuedLibpqWriter
 
+from watcher.linenumbers import number_lines
 from watcher.loader import (
     BLOCK_SIZE,
     DATA_ERRORS,
@@ -407,7 +408,7 @@ def _without_line_end(line: bytes) -> bytes:
 class _Segment:
     start: int
     offset: int
-    chunks: list[bytes | memoryview] = field(default_factory=list)
+    chunks: list[bytes] = field(default_factory=list)
     size: int = 0
     side: list[_SideRecord] = field(default_factory=list)
     side_size: int = 0
@@ -429,12 +430,10 @@ class _Writer:
         self.conn, self.cur, self.route, self.handle, self.spool = conn, cur, route, handle, spool
         self.max_line_bytes = scanner.max_line_bytes
         self.placeholder = scanner.placeholder
-        self.main_statement = sql.SQL("{} WHERE {}").format(
-            copy_statement(route, mapping.copy_columns), _not_placeholder(mapping)
-        )
-        self.side_statement = copy_statement(route, ("_line_number", *mapping.copy_columns))
+        numbered = copy_statement(route, ("_line_number", *mapping.copy_columns))
+        self.main_statement = sql.SQL("{} WHERE {}").format(numbered, _not_placeholder(mapping))
+        self.side_statement = numbered
         self.columns = {c.name: c for c in mapping.file_columns if c is not None}
-        self.sequence = sql.Identifier(*route.sequence).as_string(conn)
         self.loaded = 0
         self.refused = 0
         self.stopped = False
@@ -454,12 +453,18 @@ class _Writer:
             return
         if self._segment is None:
             self._segment = _Segment(piece.first_line, piece.offset)
-            self._open_main(piece.first_line)
+            self._open_main()
         segment = self._segment
+        line = piece.first_line
         for part in piece.main:
-            self._copy.write(part)
-            segment.chunks.append(part)
-            segment.size += len(part)
+            # Each part is whole records, one per line: numbered as the fast path numbers them,
+            # so that no table-wide sequence (and no lock on it) is needed.
+            records = bytes(part)
+            numbered = number_lines(records, line)
+            line += records.count(b"\n")
+            self._copy.write(numbered)
+            segment.chunks.append(numbered)
+            segment.size += len(numbered)
         segment.side.extend(piece.side)
         segment.side_size += sum(len(r.payload) for r in piece.side)
         if segment.size >= SEGMENT_BYTES or segment.side_size >= SEGMENT_BYTES:
@@ -481,9 +486,8 @@ class _Writer:
             self._resend_main(segment, exc)
         self._send_side(segment.side)
 
-    def _open_main(self, first_line: int) -> None:
+    def _open_main(self) -> None:
         self._stack.enter_context(self.conn.transaction())
-        self.cur.execute("SELECT setval(%s::regclass, %s, false)", (self.sequence, first_line))
         # A writer thread sends while this one scans the next block: the server never waits for us.
         writer = QueuedLibpqWriter(self.cur)
         self._copy = self._stack.enter_context(self.cur.copy(self.main_statement, writer=writer))
@@ -499,12 +503,10 @@ class _Writer:
             number = segment.start + index - 1
             self.spool.add(number, self._line_from_file(segment.offset, index - 1), self._server_problem(exc))
             self.refused += 1
-            data = data[:start] + self.placeholder + data[end:]
+            data = data[:start] + b"%d," % number + self.placeholder + data[end:]
             try:
-                with self.conn.transaction():
-                    self.cur.execute("SELECT setval(%s::regclass, %s, false)", (self.sequence, segment.start))
-                    with self.cur.copy(self.main_statement) as copy:
-                        copy.write(data)
+                with self.conn.transaction(), self.cur.copy(self.main_statement) as copy:
+                    copy.write(data)
                 self.loaded += self.cur.rowcount
                 return
             except DATA_ERRORS as again:
