@@ -19,7 +19,7 @@ import os
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any, BinaryIO, Literal
 
 import psycopg
 import structlog
@@ -81,6 +81,16 @@ class _Discard(Exception):
         self.drop_previous = drop_previous
 
 
+def stat_candidate(candidate: Candidate) -> os.stat_result:
+    """The file's size, modification time and mode now (the one place a candidate is looked at)."""
+    return os.stat(candidate.path)
+
+
+def open_candidate(candidate: Candidate) -> BinaryIO:
+    """The file's bytes (the one place a candidate is opened); FileProblem when it cannot be."""
+    return open_for_reading(candidate.path)
+
+
 def is_unrouted(candidate: Candidate, routes: tuple[Route, ...] = ROUTES) -> bool:
     """A readable entry that no route takes: recorded as ``ignored`` in bulk, never read."""
     return candidate.problem is None and route_for(os.path.basename(candidate.relative), routes) is None
@@ -95,7 +105,7 @@ def record_ignored(conn: psycopg.Connection[Any], candidates: list[Candidate]) -
     paths, sizes, mtimes = [], [], []
     for candidate in sorted(candidates, key=lambda c: c.relative):  # one lock order for all
         try:
-            info = os.stat(candidate.path)
+            info = stat_candidate(candidate)
         except OSError:
             continue
         paths.append(candidate.relative)
@@ -189,7 +199,7 @@ def _decide_and_load(
         status = "failed" if "disappeared" in candidate.problem else "rejected"
         return _record_problem(cur, relative, entry, route, FileProblem(candidate.problem, status=status))
     try:
-        info = os.stat(candidate.path)
+        info = stat_candidate(candidate)
     except FileNotFoundError:
         gone = FileProblem("the file disappeared before it could be read", status="failed")
         return _record_problem(cur, relative, entry, route, gone)
@@ -237,7 +247,7 @@ def _load(
     try:
         with conn.transaction():  # everything this file writes; undone by _Discard
             result = _read_into_table(conn, cur, candidate, route, relative, run_id, limits, progress)
-            _check_unchanged(candidate, info)
+            check_unchanged(candidate, info)
             _discard_unless_new(cur, relative, entry, route, info, result)
     except _Discard as discard:
         if discard.drop_previous:
@@ -310,7 +320,7 @@ def _read_into_table(
     progress: ProgressCallback | None,
 ) -> QuarantineResult:
     """The fast COPY; if the server refuses a line, the checked path from the file's start."""
-    with open_for_reading(candidate.path) as handle:
+    with open_candidate(candidate) as handle:
         try:
             with conn.transaction():
                 fast = stream_copy(cur, handle, route, limits.max_line_bytes, progress)
@@ -360,7 +370,7 @@ def _discard_unless_new(
         return  # bad lines are recorded whatever happens to the rows
     if result.rows_loaded == 0:
         reason = "the file has a header but no rows"
-        update = _rejected_update(relative, entry, route, info, sha, 0, reason, result.warning_text)
+        update = rejected_update(relative, entry, route, info, sha, 0, reason, result.warning_text)
         raise _Discard(FileOutcome(relative, "rejected", route.table, sha, reason=reason), update, False)
     holder = manifest.holder_of_content(cur, sha, relative)
     if holder is not None:
@@ -388,6 +398,13 @@ def _owner_update(relative: str, info: os.stat_result, load: LoadRecord, warning
 def _raise_duplicate(
     relative: str, route: Route, info: os.stat_result, sha: str, holder: manifest.Holder
 ) -> None:
+    update, outcome = duplicate_answer(relative, route, info, sha, holder)
+    raise _Discard(outcome, update, True)
+
+
+def duplicate_answer(
+    relative: str, route: Route, info: os.stat_result, sha: str, holder: manifest.Holder
+) -> tuple[EntryUpdate, FileOutcome]:
     """The content's rows are in the tables already, held by another path: a loaded path with this
     content, or a rejected or failed path that kept them from an earlier version."""
     duplicate_of = holder.source_path
@@ -406,13 +423,13 @@ def _raise_duplicate(
         info.st_mtime_ns,
         error_reason=reason,
     )
-    raise _Discard(FileOutcome(relative, "duplicate", route.table, sha, reason=reason), update, True)
+    return update, FileOutcome(relative, "duplicate", route.table, sha, reason=reason)
 
 
-def _check_unchanged(candidate: Candidate, before: os.stat_result) -> None:
+def check_unchanged(candidate: Candidate, before: os.stat_result) -> None:
     """The file must not change while it is read: a rewrite or truncation means: read it again later."""
     try:
-        after = os.stat(candidate.path)
+        after = stat_candidate(candidate)
     except FileNotFoundError as exc:
         raise FileProblem("the file was deleted while it was being read", status="failed") from exc
     if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
@@ -431,7 +448,7 @@ def _record_over_budget(
     result: QuarantineResult,
 ) -> FileOutcome:
     reason = result.budget_exceeded_reason or "no row of the file could be parsed"
-    update = _rejected_update(
+    update = rejected_update(
         relative,
         entry,
         route,
@@ -454,7 +471,7 @@ def _record_over_budget(
     )
 
 
-def _rejected_update(
+def rejected_update(
     relative: str,
     entry: ManifestEntry | None,
     route: Route | None,
@@ -511,7 +528,7 @@ def record_failed(conn: psycopg.Connection[Any], candidate: Candidate, reason: s
         entry = manifest.get_entry(conn, candidate.relative, for_update=True)
         route = route_for(os.path.basename(candidate.relative))
         try:
-            info: os.stat_result | None = os.stat(candidate.path)
+            info: os.stat_result | None = stat_candidate(candidate)
         except OSError:
             info = None
         failed = FileProblem(reason, status="failed")
@@ -527,8 +544,21 @@ def _record_problem(
     info: os.stat_result | None = None,
 ) -> FileOutcome:
     """Record why a file was not loaded. Rows an earlier version loaded stay as they were."""
+    update, outcome = problem_answer(relative, entry, route, problem, info)
+    manifest.upsert_entry(cur, update)
+    return outcome
+
+
+def problem_answer(
+    relative: str,
+    entry: ManifestEntry | None,
+    route: Route | None,
+    problem: FileProblem,
+    info: os.stat_result | None = None,
+) -> tuple[EntryUpdate, FileOutcome]:
+    """The manifest row and the answer of a file that was not loaded (see ``_record_problem``)."""
     status: Outcome = "failed" if problem.status == "failed" else "rejected"
-    update = _rejected_update(relative, entry, route, info, None, 0, problem.reason)
+    update = rejected_update(relative, entry, route, info, None, 0, problem.reason)
     if status == "failed":
         # Tried again when the file changes (size, time or mode), on `reprocess`, or after a
         # back-off (``retry_due``): its size, time and mode as they were when it failed. Mode 0:
@@ -536,5 +566,4 @@ def _record_problem(
         update = EntryUpdate(
             **{**update.__dict__, "status": "failed", "file_mode": info.st_mode if info else 0}
         )
-    manifest.upsert_entry(cur, update)
-    return FileOutcome(relative, status, route.table if route else None, reason=problem.reason)
+    return update, FileOutcome(relative, status, route.table if route else None, reason=problem.reason)

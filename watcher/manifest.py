@@ -77,6 +77,24 @@ def try_claim(cur: psycopg.Cursor[Any], relative: str) -> bool:
     return bool(row and row[0])
 
 
+def try_claim_many(cur: psycopg.Cursor[Any], paths: list[str]) -> set[str]:
+    """``try_claim`` for many files in one statement: the paths claimed (the others are busy)."""
+    rows = cur.execute(
+        "SELECT p FROM unnest(%s::text[], %s::integer[]) AS u(p, k) WHERE pg_try_advisory_xact_lock(%s, k)",
+        (paths, [file_lock_key(p) for p in paths], FILE_LOCK_NAMESPACE),
+    ).fetchall()
+    return {str(r[0]) for r in rows}
+
+
+def get_entries(conn: psycopg.Connection[Any], paths: list[str]) -> dict[str, ManifestEntry]:
+    """The manifest rows of many paths, locked ``FOR UPDATE`` (in path order: one lock order)."""
+    query = sql.SQL(
+        "SELECT {} FROM ops.raw_ingest_manifest WHERE source_path = ANY(%s) ORDER BY source_path FOR UPDATE"
+    ).format(_COLUMNS)
+    with conn.cursor(row_factory=class_row(ManifestEntry)) as cur:
+        return {e.source_path: e for e in cur.execute(query, (paths,))}
+
+
 def get_entry(
     conn: psycopg.Connection[Any], relative: str, *, for_update: bool = False
 ) -> ManifestEntry | None:
@@ -140,6 +158,39 @@ def holder_of_content(cur: psycopg.Cursor[Any], sha256: str, other_than: str) ->
             (sha256, other_than),
         ).fetchone()
     return Holder(str(row[0]), str(row[1]), row[2]) if row else None
+
+
+def holders_of_contents(cur: psycopg.Cursor[Any], shas: list[str]) -> dict[str, Holder]:
+    """``holder_of_content`` for many contents: two statements, the content locks taken first
+    (in one sorted statement: groups of two processes take them in the same order). For paths
+    that hold no rows themselves (a path is never its own holder then)."""
+    ordered = sorted(set(shas))
+    keys = sorted({content_lock_key(s) for s in ordered})
+    cur.execute(
+        "SELECT count(pg_advisory_xact_lock(%s, k)) FROM unnest(%s::integer[]) AS u(k)",
+        (CONTENT_LOCK_NAMESPACE, keys),
+    )
+    found: dict[str, Holder] = {}
+    rows = cur.execute(
+        "SELECT DISTINCT ON (source_sha256) source_sha256, source_path, status, load_id"
+        " FROM ops.raw_ingest_manifest WHERE source_sha256 = ANY(%s) AND status = 'loaded'"
+        " ORDER BY source_sha256, loaded_at",
+        (ordered,),
+    ).fetchall()
+    for sha, path, status, load_id in rows:
+        found[str(sha)] = Holder(str(path), str(status), load_id)
+    rest = [s for s in ordered if s not in found]
+    if rest:
+        rows = cur.execute(
+            "SELECT DISTINCT ON (f.source_sha256) f.source_sha256, m.source_path, m.status, m.load_id"
+            " FROM ops.file_loads AS f JOIN ops.raw_ingest_manifest AS m ON m.load_id = f.load_id"
+            " WHERE f.source_sha256 = ANY(%s) AND m.status IN ('rejected', 'failed')"
+            " ORDER BY f.source_sha256, f.load_id",
+            (rest,),
+        ).fetchall()
+        for sha, path, status, load_id in rows:
+            found[str(sha)] = Holder(str(path), str(status), load_id)
+    return found
 
 
 @dataclass(frozen=True)
@@ -261,6 +312,14 @@ def next_load_id(cur: psycopg.Cursor[Any]) -> int:
     return int(row[0])
 
 
+def next_load_ids(cur: psycopg.Cursor[Any], count: int) -> list[int]:
+    rows = cur.execute(
+        "SELECT nextval(pg_get_serial_sequence('ops.file_loads', 'load_id')) FROM generate_series(1, %s)",
+        (count,),
+    ).fetchall()
+    return [int(r[0]) for r in rows]
+
+
 def record_load(
     cur: psycopg.Cursor[Any],
     *,
@@ -274,10 +333,26 @@ def record_load(
     replaces_load_id: int | None,
 ) -> None:
     cur.execute(
-        "INSERT INTO ops.file_loads (load_id, run_id, source_path, source_sha256, target_table,"
-        " rows_loaded, rows_rejected, replaces_load_id, finished_at)"
-        " OVERRIDING SYSTEM VALUE VALUES (%s, %s, %s, %s, %s, %s, %s, %s, clock_timestamp())",
+        _RECORD_LOAD,
         (load_id, run_id, relative, sha256, table, rows_loaded, rows_rejected, replaces_load_id),
+    )
+
+
+_RECORD_LOAD = (
+    "INSERT INTO ops.file_loads (load_id, run_id, source_path, source_sha256, target_table,"
+    " rows_loaded, rows_rejected, replaces_load_id, finished_at)"
+    " OVERRIDING SYSTEM VALUE VALUES (%s, %s, %s, %s, %s, %s, %s, %s, clock_timestamp())"
+)
+
+
+def record_new_loads(
+    cur: psycopg.Cursor[Any], run_id: int | None, loads: list[tuple[int, str, str, str, int]]
+) -> None:
+    """``record_load`` for many new loads at once (no rejected rows, nothing replaced):
+    (load id, path, sha256, table, rows) each; one pipelined batch, not a round trip each."""
+    cur.executemany(
+        _RECORD_LOAD,
+        [(load_id, run_id, path, sha, table, rows, 0, None) for load_id, path, sha, table, rows in loads],
     )
 
 
@@ -304,8 +379,16 @@ def upsert_entry(cur: psycopg.Cursor[Any], update: EntryUpdate) -> None:
     """Insert or replace the manifest row of a path. ``loaded_at`` moves only on a new load;
     ``failed_attempts`` counts the failures in a row (the retry back-off), any other status
     sets it back to 0."""
-    cur.execute(
-        """
+    cur.execute(_UPSERT_ENTRY, _entry_params(update))
+
+
+def upsert_entries(cur: psycopg.Cursor[Any], updates: list[EntryUpdate]) -> None:
+    """``upsert_entry`` for many paths (each once): one pipelined batch, not a round trip each."""
+    if updates:
+        cur.executemany(_UPSERT_ENTRY, [_entry_params(u) for u in updates])
+
+
+_UPSERT_ENTRY = """
         INSERT INTO ops.raw_ingest_manifest AS m
             (source_path, source_sha256, target_table, status, duplicate_of, load_id, size_bytes,
              mtime_ns, rows_loaded, rows_rejected, error_reason, warnings, loaded_at, file_mode,
@@ -332,23 +415,25 @@ def upsert_entry(cur: psycopg.Cursor[Any], update: EntryUpdate) -> None:
             updated_at    = clock_timestamp(),
             loaded_at     = CASE WHEN EXCLUDED.status = 'loaded' AND EXCLUDED.load_id IS DISTINCT FROM m.load_id
                                  THEN clock_timestamp() ELSE m.loaded_at END
-        """,
-        {
-            "relative": update.relative,
-            "sha256": update.sha256,
-            "table": update.table,
-            "status": update.status,
-            "duplicate_of": update.duplicate_of,
-            "load_id": update.load_id,
-            "size_bytes": update.size_bytes,
-            "mtime_ns": update.mtime_ns,
-            "rows_loaded": update.rows_loaded,
-            "rows_rejected": update.rows_rejected,
-            "error_reason": update.error_reason,
-            "warnings": update.warnings,
-            "file_mode": update.file_mode,
-        },
-    )
+        """
+
+
+def _entry_params(update: EntryUpdate) -> dict[str, Any]:
+    return {
+        "relative": update.relative,
+        "sha256": update.sha256,
+        "table": update.table,
+        "status": update.status,
+        "duplicate_of": update.duplicate_of,
+        "load_id": update.load_id,
+        "size_bytes": update.size_bytes,
+        "mtime_ns": update.mtime_ns,
+        "rows_loaded": update.rows_loaded,
+        "rows_rejected": update.rows_rejected,
+        "error_reason": update.error_reason,
+        "warnings": update.warnings,
+        "file_mode": update.file_mode,
+    }
 
 
 def touch_entry(cur: psycopg.Cursor[Any], relative: str, size_bytes: int, mtime_ns: int) -> None:

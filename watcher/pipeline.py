@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -38,6 +39,7 @@ from watcher.ingest import (
     record_failed,
     record_ignored,
     retry_due,
+    stat_candidate,
     unchanged_since_recorded,
 )
 from watcher.manifest import ManifestEntry, all_entries
@@ -47,6 +49,7 @@ from watcher.readiness import DropTimes
 from watcher.retry import is_transient, transient_retrying
 from watcher.routes import route_for
 from watcher.scanner import Candidate
+from watcher.small_files import GROUP_FILES, GroupResult, load_group
 from watcher.transform import BuildResult, Transformer, TransformUnavailable, transient_line
 
 log = structlog.get_logger(__name__)
@@ -257,7 +260,7 @@ class Pipeline:
         for candidate in candidates:
             if candidate.problem is None:
                 try:
-                    info = os.stat(candidate.path)
+                    info = stat_candidate(candidate)
                 except OSError:
                     waiting.append(candidate)
                     continue
@@ -358,23 +361,72 @@ class Pipeline:
         if unrouted:
             candidates = [c for c in candidates if not is_unrouted(c)]
         enabled = self.show_progress and Progress.wanted(json_output)
+        queue = deque(candidates)
         with Progress(candidates, enabled=enabled) as progress:
-            for done, candidate in enumerate(candidates):
+            # Small files in groups (one transaction, one COPY each); what a group hands back
+            # (large files, paths that hold rows, files for the checked path) one by one after it.
+            while queue:
+                group = [queue.popleft() for _ in range(min(GROUP_FILES, len(queue)))]
                 try:
-                    if should_stop is not None and should_stop():
-                        raise PassInterrupted
-                    outcome = self._load_one(candidate, result.run_id, progress, force, should_stop)
+                    self._stop_point(should_stop)
+                    grouped = self._load_group(group, result.run_id, progress, force, should_stop)
                 except PassInterrupted:
-                    result.interrupted = True
-                    bound.warning(
-                        "pass_interrupted", step="load", path=candidate.relative, left=len(candidates) - done
-                    )
+                    self._interrupted(result, bound, group[0], len(group) + len(queue))
                     return
-                result.outcomes.append(outcome)
-                progress.file_done(candidate.relative, outcome.rows_loaded)
-                self._observe(outcome, bound)
+                queue.extendleft(reversed(grouped.later))
+                for outcome in grouped.outcomes:
+                    self._answered(outcome, result, progress, bound)
+                for index, candidate in enumerate(grouped.alone):
+                    try:
+                        self._stop_point(should_stop)
+                        outcome = self._load_one(candidate, result.run_id, progress, force, should_stop)
+                    except PassInterrupted:
+                        self._interrupted(result, bound, candidate, len(grouped.alone) - index + len(queue))
+                        return
+                    self._answered(outcome, result, progress, bound)
         if unrouted and not (should_stop is not None and should_stop()):
             self._ignore_all(unrouted, result, bound)
+
+    @staticmethod
+    def _stop_point(should_stop: Callable[[], bool] | None) -> None:
+        if should_stop is not None and should_stop():
+            raise PassInterrupted
+
+    @staticmethod
+    def _interrupted(result: PassResult, bound: Any, candidate: Candidate, left: int) -> None:
+        result.interrupted = True
+        bound.warning("pass_interrupted", step="load", path=candidate.relative, left=left)
+
+    def _answered(self, outcome: FileOutcome, result: PassResult, progress: Progress, bound: Any) -> None:
+        result.outcomes.append(outcome)
+        progress.file_done(outcome.relative, outcome.rows_loaded)
+        self._observe(outcome, bound)
+
+    def _load_group(
+        self,
+        group: list[Candidate],
+        run_id: int | None,
+        progress: Progress,
+        force: bool,
+        should_stop: Callable[[], bool] | None,
+    ) -> GroupResult:
+        def advance(count: int) -> None:
+            progress.advance_bytes(count)
+            self._stop_point(should_stop)  # unwinds the group's transaction: nothing of it commits
+
+        def action(conn: psycopg.Connection[Any]) -> GroupResult:
+            return load_group(conn, group, run_id=run_id, limits=self.limits, force=force, progress=advance)
+
+        what = f"loading {len(group)} small files from {group[0].relative} on"
+        try:
+            grouped: GroupResult = self._with_database(action, cancellable=True, waits_for=what)
+        except psycopg.Error as exc:
+            # A permanent database error in the group (say, disk full): each file alone, so that
+            # the one it comes from is the one that gets it as its answer.
+            self.db.close()
+            log.warning("group_load_failed", step="load", files=len(group), error=_first_line(exc))
+            return GroupResult(alone=list(group))
+        return grouped
 
     def _ignore_all(self, unrouted: list[Candidate], result: PassResult, bound: Any) -> None:
         try:
