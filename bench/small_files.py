@@ -107,6 +107,8 @@ def burst(server: str, code: Path, files: int, days: int, tmp: Path) -> dict[str
             prime(daemon, url, lake)
             metrics = daemon.metrics()
             builds_before = metric_sum(metrics, "wearable_dbt_builds_total")
+            load_before = metric_sum(metrics, "wearable_load_duration_seconds_sum")
+            dbt_before = metric_sum(metrics, "wearable_dbt_build_duration_seconds_sum")
             runs_before = {r["run_id"] for r in finished_runs(url)}
             started = time.time()
             for source, target in zip(sources, targets, strict=True):
@@ -131,7 +133,15 @@ def burst(server: str, code: Path, files: int, days: int, tmp: Path) -> dict[str
                 message="the burst's runs",
             )
             runs = [r for r in finished_runs(url) if r["run_id"] not in runs_before]
-            builds = metric_sum(daemon.metrics(), "wearable_dbt_builds_total") - builds_before
+            metrics = daemon.metrics()
+            builds = metric_sum(metrics, "wearable_dbt_builds_total") - builds_before
+            load_s = metric_sum(metrics, "wearable_load_duration_seconds_sum") - load_before
+            dbt_s = metric_sum(metrics, "wearable_dbt_build_duration_seconds_sum") - dbt_before
+            first_run = scalar(
+                url,
+                "SELECT min(started_at) FROM ops.pipeline_runs WHERE run_id = ANY(%s)",
+                ([r["run_id"] for r in runs],),
+            )
             failures = [r for r in runs if r["status"] != "success"]
         finally:
             daemon.stop()
@@ -144,6 +154,9 @@ def burst(server: str, code: Path, files: int, days: int, tmp: Path) -> dict[str
         "runs": len(runs),
         "files_per_run": [r["files_loaded"] for r in runs],
         "dbt_builds": int(builds),
+        "first_run_after_s": round(first_run.timestamp() - started, 2),
+        "load_s": round(load_s, 2),
+        "dbt_s": round(dbt_s, 2),
         "failed_runs": len(failures),
     }
 
@@ -216,7 +229,8 @@ def print_result(result: dict[str, Any], base: dict[str, Any] | None) -> None:
         print(
             f"  burst: {b['files']} files of {b['rows_per_file']} rows moved in {b['move_s']} s; all in"
             f" user_daily_activity after {b['to_models_s']} s = {b['files_per_s']} files/s{ratio};"
-            f" {b['runs']} runs {b['files_per_run']}, {b['dbt_builds']} dbt builds"
+            f" {b['runs']} runs {b['files_per_run']}, {b['dbt_builds']} dbt builds; first run after"
+            f" {b['first_run_after_s']} s, time in loads {b['load_s']} s, in dbt builds {b['dbt_s']} s"
             f" (target for 5,000: 10 s, 3 builds: {'met' if met else 'NOT met'})"
         )
     if figures := result.get("instances"):

@@ -24,6 +24,7 @@ rows or none of them (each file's rows still commit with its manifest row).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import os
@@ -255,7 +256,7 @@ def _read(
         data = handle.read(SMALL_FILE_BYTES + 1)
     if len(data) > SMALL_FILE_BYTES:  # it grew: the file alone settles that
         raise _Alone
-    header = read_header(io.BytesIO(data), route, limits.max_line_bytes)
+    header = _header(_first_line(data, limits.max_line_bytes), route, limits.max_line_bytes)
     if header.mapping.needs_projection:
         raise _Alone
     if len(data) > limits.max_line_bytes and max(map(len, data.split(b"\n"))) > limits.max_line_bytes:
@@ -280,6 +281,19 @@ def _read(
         b'"' in lines,
         len(data),
     )
+
+
+def _first_line(data: bytes, max_line_bytes: int) -> bytes:
+    """What ``read_header`` reads of ``data``: its first line, at most ``max_line_bytes + 1`` bytes."""
+    end = data.find(b"\n", 0, max_line_bytes + 1)
+    return data[: end + 1] if end >= 0 else data[: max_line_bytes + 1]
+
+
+@functools.lru_cache(maxsize=256)
+def _header(line: bytes, route: Route, max_line_bytes: int) -> Header:
+    """``read_header`` of a file starting with ``line``; the files of a burst share a handful of
+    headers, each checked and mapped once (a FileProblem is raised again every time)."""
+    return read_header(io.BytesIO(line), route, max_line_bytes)
 
 
 def _load_files(
