@@ -223,7 +223,7 @@ def _look(
     the file is not for a group."""
     relative = candidate.relative
     route = route_for(os.path.basename(relative), routes)
-    if candidate.problem is not None or route is None or (entry is not None and entry.load_id is not None):
+    if candidate.problem is not None or route is None:
         raise _Alone
     try:
         info = stat_candidate(candidate)
@@ -234,8 +234,8 @@ def _look(
         raise _Alone from exc
     if not force and unchanged_since_recorded(entry, info.st_size, info.st_mtime_ns):
         return FileOutcome(relative, "skipped", table=entry.target_table if entry else None)
-    if info.st_size > SMALL_FILE_BYTES:
-        raise _Alone
+    if info.st_size > SMALL_FILE_BYTES or (entry is not None and entry.load_id is not None):
+        raise _Alone  # large, or a path that holds rows (replace, take-over, restore)
     if info.st_size > room:
         return None
     try:
