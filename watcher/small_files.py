@@ -199,9 +199,10 @@ def load_group(
                 answers.append(looked)
             if progress is not None:
                 progress(looked.size if isinstance(looked, SmallFile) else 0)
-        loaded = _load_files(conn, cur, files, run_id, result) if files else []
-        answers += loaded
+        answers += _load_files(conn, cur, files, run_id, result) if files else []
         manifest.upsert_entries(cur, [update for update, _ in answers])
+        if progress is not None:
+            progress(0)  # a stop asked meanwhile (during a lock wait, say) rolls the group back
     share = (time.monotonic() - started) / max(1, len(answers) + len(answered))
     for _, outcome in answers:
         outcome.duration_s = share
