@@ -1,0 +1,341 @@
+"""The clean path for large files: the CSV parsed on the client, sent as binary COPY.
+
+With COPY's text format the server's one backend parses every value of every line, so no loader
+that sends text gets past ``psql \\copy``. Here pyarrow parses the lines into typed columns on the
+client (on its own threads, while the server writes the previous batch), and pgpq encodes them in
+COPY's binary format, which the server stores without parsing a value.
+
+Every guarantee of the text path holds, because the bytes pyarrow parses are the bytes the text
+path would have sent:
+
+* pyarrow reads the file through ``_GatedReader``, which hashes every byte and passes every block
+  through the same ``LineGate`` first. The gate admits only plain lines (one row each, no blank
+  line, values that PostgreSQL and the checked path read alike), so the row index gives the line
+  number and pyarrow's parser, lenient on its own (it reads ``2/30/2016`` as March 1), only ever
+  sees values it reads as PostgreSQL does. A line the gate refuses ends the read: ``RowProblem``,
+  the checked path follows.
+* A value the gate admits and pyarrow still refuses (a ``+`` before a whole number, which
+  PostgreSQL reads) raises ``ParserObjection``: the caller rolls back and sends the file as text.
+* Dates are read as text and converted here from ``M/D/YYYY`` (the only spelling the gate admits),
+  any time of day dropped, as PostgreSQL's date input does.
+
+pyarrow is imported only when a file takes this path: it costs start-up time that tiny files
+never repay (``docs/design-decisions.md``, "Binary COPY").
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import queue
+import threading
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
+
+import psycopg
+import structlog
+from psycopg import sql
+
+from watcher.linegate import LineGate
+from watcher.loader import (
+    DATA_ERRORS,
+    FileProblem,
+    ProgressCallback,
+    RowProblem,
+    StreamResult,
+    copy_error_line,
+    copy_statement,
+    describe_copy_error,
+    read_header,
+    stream_copy,
+    too_long_problem,
+)
+from watcher.routes import Column, ColumnType, HeaderMapping, Route
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+log = structlog.get_logger(__name__)
+
+ARROW_BLOCK_SIZE = 1 << 20
+"""Bytes of CSV pyarrow parses into one batch (``bench/ingest.py`` reports the sizes tried)."""
+
+
+AHEAD = 4
+"""Encoded batches waiting for the socket at most: the file is parsed and encoded on a thread of
+its own while the main thread sends, and the memory this takes stays bounded."""
+
+T = TypeVar("T")
+
+
+class ParserObjection(RowProblem):
+    """pyarrow refused a file the gate admitted: the text path loads it instead."""
+
+
+class _GatedReader:
+    """The file after its header, as pyarrow reads it: hashed and gated block by block.
+
+    A refused block ends the stream early (pyarrow sees the end of the file); ``problem`` says
+    why, and the caller raises it once pyarrow has stopped. Raising inside ``read`` would reach
+    the caller as an Arrow error without its type."""
+
+    def __init__(
+        self,
+        handle: BinaryIO,
+        gate: LineGate,
+        header_raw: bytes,
+        max_line_bytes: int,
+    ) -> None:
+        self._handle = handle
+        self._gate = gate
+        self._max_line_bytes = max_line_bytes
+        self.digest = hashlib.sha256(header_raw)
+        self.bytes_read = len(header_raw)
+        self.newlines = 0
+        self.since_newline = 0
+        self.problem: RowProblem | FileProblem | None = None
+        self.closed = False
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        self.closed = True
+
+    def read(self, size: int = -1) -> bytes:
+        if self.problem is not None:
+            return b""
+        block = self._handle.read(size)
+        if not block:
+            if self._gate.admit_end() is None:
+                self.problem = RowProblem(
+                    "the last line is not plain values; the file is checked line by line", None
+                )
+            return b""
+        self.digest.update(block)
+        self.bytes_read += len(block)
+        self.newlines += block.count(b"\n")
+        cut = block.rfind(b"\n")
+        self.since_newline = self.since_newline + len(block) if cut < 0 else len(block) - cut - 1
+        if self.since_newline > self._max_line_bytes:
+            self.problem = too_long_problem(self.newlines + 2, self._max_line_bytes)
+            return b""
+        if self._gate.admit(block) is None:
+            self.problem = RowProblem(
+                "some lines are not plain values; the file is checked line by line", None
+            )
+            return b""
+        return block
+
+    @property
+    def body_lines(self) -> int:
+        return self.newlines + (1 if self.since_newline else 0)
+
+
+def binary_copy(
+    cur: psycopg.Cursor[Any],
+    handle: BinaryIO,
+    route: Route,
+    max_line_bytes: int,
+    progress: ProgressCallback | None = None,
+) -> StreamResult:
+    """COPY the rest of the file after its header in binary format, hashing every byte read.
+
+    The same contract as ``loader.stream_copy``; ``ParserObjection`` in addition (see above)."""
+    header = read_header(handle, route, max_line_bytes)
+    if header.mapping.needs_projection:
+        raise RowProblem("the file has extra columns; rows are projected line by line", None)
+    reader = _GatedReader(
+        handle, LineGate(header.mapping.file_columns, header.raw), header.raw, max_line_bytes
+    )
+    rows = 0
+    reported = reader.bytes_read  # progress counts the bytes after the header, as on the text path
+    statement = copy_statement(
+        route, ("_line_number", *header.mapping.copy_columns), sql.SQL("FORMAT binary")
+    )
+    try:
+        with cur.copy(statement) as copy:
+            for payload, batch_rows in _ahead(_encoded_batches(reader, header.mapping), AHEAD):
+                copy.write(payload)
+                rows += batch_rows
+                if progress is not None:  # called here, on the caller's thread
+                    progress(reader.bytes_read - reported)
+                    reported = reader.bytes_read
+            if reader.problem is not None:
+                raise reader.problem
+    except DATA_ERRORS as exc:
+        raise RowProblem(describe_copy_error(exc), copy_error_line(exc)) from exc
+    if reader.body_lines != rows or rows != cur.rowcount:
+        raise RowProblem("some lines are not one row each; the file is checked line by line", None)
+    return StreamResult(reader.digest.hexdigest(), rows, reader.bytes_read, header)
+
+
+def _encoded_batches(reader: _GatedReader, mapping: HeaderMapping) -> Iterator[tuple[bytes, int]]:
+    """The COPY stream: header, one payload per batch of rows, trailer; with each its row count."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.csv as pacsv
+    from pgpq import ArrowToPostgresBinaryEncoder
+
+    columns = [c for c in mapping.file_columns if c is not None]
+    names = [c.name for c in columns]
+    try:
+        batches = pacsv.open_csv(
+            reader,
+            read_options=pacsv.ReadOptions(column_names=names, block_size=ARROW_BLOCK_SIZE),
+            parse_options=pacsv.ParseOptions(newlines_in_values=False, double_quote=True),
+            convert_options=pacsv.ConvertOptions(
+                column_types={c.name: _read_type(pa, c) for c in columns},
+                null_values=[""],
+                true_values=[],
+                false_values=[],
+                quoted_strings_can_be_null=False,
+                strings_can_be_null=True,
+            ),
+        )
+        schema = pa.schema(
+            [pa.field("_line_number", pa.int32())] + [pa.field(c.name, _pg_type(pa, c)) for c in columns]
+        )
+        encoder = ArrowToPostgresBinaryEncoder(schema)
+        yield encoder.write_header(), 0
+        first_line = 2  # the header is line 1
+        counting = pa.array(range(0), type=pa.int32())
+        for batch in batches:
+            if len(counting) < batch.num_rows:
+                counting = pa.array(range(batch.num_rows * 2), type=pa.int32())
+            line_numbers = pc.add_checked(
+                counting.slice(0, batch.num_rows), pa.scalar(first_line, pa.int32())
+            )
+            typed = _typed_batch(pa, batch, columns, line_numbers, schema)
+            first_line += batch.num_rows
+            yield encoder.write_batch(typed), batch.num_rows
+        yield encoder.finish(), 0
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        if reader.problem is not None:  # the gate ended the stream in the middle of a line
+            raise reader.problem from exc
+        raise ParserObjection(f"the CSV parser refused a line: {str(exc).splitlines()[0]}", None) from exc
+
+
+def _ahead(items: Iterator[T], depth: int) -> Iterator[T]:
+    """``items``, produced on a thread of their own at most ``depth`` ahead of the consumer.
+
+    An exception of the producer is raised in the consumer; a consumer that stops early (an
+    error of the COPY) makes the producer stop at its next item."""
+    slots: queue.Queue[tuple[bool, Any]] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if stop.is_set():
+                    return
+                slots.put((True, item))
+        except BaseException as exc:
+            slots.put((False, exc))
+            return
+        slots.put((False, None))
+
+    worker = threading.Thread(target=produce, name="binary-copy-encoder", daemon=True)
+    worker.start()
+    try:
+        while True:
+            ok, item = slots.get()
+            if not ok:
+                if item is not None:
+                    raise item
+                return
+            yield item
+    finally:
+        stop.set()
+        while worker.is_alive():  # free a producer blocked on a full queue
+            try:
+                slots.get(timeout=0.05)
+            except queue.Empty:
+                pass
+        worker.join()
+
+
+_ARROW_TYPES = {
+    ColumnType.BIGINT: "int64",
+    ColumnType.INTEGER: "int32",
+    ColumnType.DOUBLE: "float64",
+    ColumnType.DATE: "date32",
+}
+
+
+def _pg_type(pa: Any, column: Column) -> pa.DataType:
+    """The Arrow type pgpq encodes as the column's PostgreSQL type."""
+    return getattr(pa, _ARROW_TYPES[column.type])()
+
+
+def _read_type(pa: Any, column: Column) -> pa.DataType:
+    """Dates are read as text: pyarrow's date parser is not PostgreSQL's (see ``_dates``)."""
+    return pa.string() if column.type is ColumnType.DATE else _pg_type(pa, column)
+
+
+def _typed_batch(
+    pa: Any, batch: pa.RecordBatch, columns: list[Column], line_numbers: pa.Array, schema: pa.Schema
+) -> pa.RecordBatch:
+    arrays = [line_numbers]
+    for index, column in enumerate(columns):
+        values = batch.column(index)
+        arrays.append(_dates(values) if column.type is ColumnType.DATE else values)
+    return pa.RecordBatch.from_arrays(arrays, schema=schema)
+
+
+def _dates(values: pa.Array) -> pa.Array:
+    """``M/D/YYYY``, with white space around and maybe a time of day after it, to dates.
+
+    Only values the gate admitted get here: real calendar days, years 1000 to 9999 (``strptime``
+    alone would read ``2/30/2016`` as March 1). Dates repeat (one per user and day), so each
+    distinct text is converted once."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    encoded = pc.dictionary_encode(values)
+    texts = encoded.dictionary
+    try:
+        days = pc.strptime(texts, format="%m/%d/%Y", unit="s")
+    except pa.ArrowInvalid:  # white space around, or a time of day after the date
+        texts = pc.replace_substring_regex(pc.utf8_trim(texts, " "), r" .*", "")
+        days = pc.strptime(texts, format="%m/%d/%Y", unit="s")
+    return pc.take(days.cast(pa.date32()), encoded.indices)
+
+
+BINARY_MIN_BYTES = 4 << 20
+"""Files smaller than this go as text: pyarrow's import and set-up cost more than binary COPY
+saves on them (the rule and its measurements: ``docs/design-decisions.md``, "Binary COPY")."""
+
+
+def clean_copy(
+    conn: psycopg.Connection[Any],
+    cur: psycopg.Cursor[Any],
+    handle: BinaryIO,
+    route: Route,
+    max_line_bytes: int,
+    progress: ProgressCallback | None = None,
+) -> StreamResult:
+    """The clean path: binary COPY for a file of ``BINARY_MIN_BYTES`` or more, text otherwise,
+    and text when the parser objects. ``RowProblem`` from the gate or the server: the caller
+    takes the checked path, as after ``stream_copy``."""
+    if _size(handle) >= BINARY_MIN_BYTES:
+        try:
+            with conn.transaction():
+                return binary_copy(cur, handle, route, max_line_bytes, progress)
+        except ParserObjection as objection:
+            log.info("file_sent_as_text", reason=objection.reason)
+        handle.seek(0)
+    return stream_copy(cur, handle, route, max_line_bytes, progress)
+
+
+def _size(handle: BinaryIO) -> int:
+    """Bytes from the handle's position to its end (0 when the stream cannot tell)."""
+    if not handle.seekable():
+        return 0
+    here = handle.tell()
+    end = handle.seek(0, os.SEEK_END)
+    handle.seek(here)
+    return end - here
