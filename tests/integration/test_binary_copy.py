@@ -34,7 +34,10 @@ from watcher.routes import DAILY_ACTIVITY, SLEEP, Route
 from watcher.scanner import inspect_entry
 
 LIMITS = LoadLimits(error_budget_fraction=1.0, error_budget_rows=10**6)
-TABLES = "raw.daily_activity, raw.sleep, ops.rejected_rows, ops.raw_ingest_manifest, ops.file_loads"
+EMPTY = (  # DELETE, not TRUNCATE: on tables this small it takes a fraction of the time
+    "DELETE FROM raw.daily_activity; DELETE FROM raw.sleep; DELETE FROM ops.rejected_rows;"
+    " DELETE FROM ops.raw_ingest_manifest; DELETE FROM ops.file_loads"
+)
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +92,7 @@ def load(
         patch.setattr(binary_copy, "BINARY_MIN_BYTES", 0 if binary else 1 << 62)
         patch.setattr(binary_copy, "binary_copy", spy)
         with psycopg.connect(url) as conn:
-            conn.execute(sql.SQL("TRUNCATE {}").format(sql.SQL(TABLES)))
+            conn.execute(EMPTY)
             conn.commit()
             done = process_file(conn, inspect_entry(lake, path), run_id=None, limits=limits)
             conn.commit()
@@ -247,7 +250,7 @@ def spelled_file(draw: st.DrawFn) -> bytes:
 
 
 @settings(
-    max_examples=60,
+    max_examples=40,
     deadline=None,
     database=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
@@ -263,8 +266,7 @@ def test_unusual_spellings_same_on_both_paths(
     path = lake / "dailyActivity_spelled.csv"
     path.write_bytes(content)
     loaded = load_both(binary_db, lake, path, monkeypatch)
-    with psycopg.connect(binary_db) as conn:  # and what both loaded is true to the file
-        load(binary_db, lake, path, monkeypatch, binary=True)
+    with psycopg.connect(binary_db) as conn:  # and what both loaded (the same) is true to the file
         check_loaded_file(conn, content.removeprefix(b"\xef\xbb\xbf"), loaded.outcome[1])
 
 
@@ -365,7 +367,7 @@ def test_small_files_go_as_text(binary_db: str, tmp_path: Path, monkeypatch: pyt
         spy = _Spy()
         monkeypatch.setattr(binary_copy, "binary_copy", spy)
         with psycopg.connect(binary_db) as conn:
-            conn.execute(sql.SQL("TRUNCATE {}").format(sql.SQL(TABLES)))
+            conn.execute(EMPTY)
             done = process_file(conn, inspect_entry(tmp_path, path), run_id=None, limits=LIMITS)
             conn.commit()
         assert (done.outcome, "binary" if spy.loaded else "text") == ("loaded", expected)
