@@ -187,7 +187,7 @@ def test_mutations_same_on_both_paths(
 # -- unusual spellings, one column at a time -----------------------------------------------------
 
 SPELLINGS = {
-    "id": ["1503960366", "+1503960366", " 1503960366 ", "01503960366", "9223372036854775808", "", "1e9"],
+    "id": ["1503960366", "+1503960366", " 1503960366 ", "-1503960366", "9223372036854775808", "", "1e9", "-"],
     "int": ["13", "+13", " 13", "13 ", "-0", "007", "", "2147483648", "1e3", "13.0", "0x1F", "1_000", "NaN"],
     "double": [
         "1.5",
@@ -206,6 +206,16 @@ SPELLINGS = {
         "1e-400",
         "1,5",
         "",
+        ".",
+        "-",
+        "-.5",
+        "1.2.3",
+        "1-2",
+        "12:00",
+        "0." + "0" * 330 + "1",  # too small for a double: zero to a lenient parser
+        "0." + "0" * 310 + "1",  # small, but a double (subnormal)
+        "9" * 310,  # too large: infinity to a lenient parser
+        "9" * 300 + ".5",
     ],
     "date": [
         "4/12/2016",
@@ -227,8 +237,20 @@ SPELLINGS = {
         "2016-04-12",
         "today",
         "",
+        "4/12/2016 AM",
+        "4/12/2016 25:00",
+        "4/12/2016 12:60",
+        "4/12/2016 1:30:00 PM",
+        "4/12/2016 13:00 PM",
+        "4-12-2016",
+        "4/12",
+        "0/12/2016",
+        "4/0/2016",
+        "4/12/0999",
+        "12:00",
     ],
 }
+SPELLINGS["int"] += ["-", "1-2", "AM", "1:2", "1/2", ".", " ", "0" * 40 + "13"]
 KINDS = ("id", "date", "int", *("double",) * 7, *("int",) * 5)
 
 
@@ -244,6 +266,9 @@ def spelled_file(draw: st.DrawFn) -> bytes:
             spelled = draw(st.sampled_from(SPELLINGS[KINDS[at]]))
             cells[at] = f'"{spelled}"' if spelled and draw(st.integers(0, 4)) == 0 else spelled
         lines.append(",".join(cells).encode())
+    if draw(st.integers(0, 5)) == 0:  # a line that is no row, or a stray line end
+        odd = draw(st.sampled_from([b"", b" ", b",,,,,,,,,,,,,,", b"\r", b"1503960366,4/1/2016\r,13"]))
+        lines.insert(draw(st.integers(0, len(lines))), odd)
     eol = draw(st.sampled_from([b"\r\n", b"\n"]))
     bom = b"\xef\xbb\xbf" if draw(st.booleans()) else b""
     return bom + csv_bytes(DAILY_HEADER, lines, eol, final_eol=draw(st.booleans()))
