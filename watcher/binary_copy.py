@@ -30,7 +30,9 @@ import os
 import queue
 import re
 import threading
+from array import array
 from collections.abc import Callable, Iterator
+from datetime import date
 from typing import TYPE_CHECKING, Any, BinaryIO, TypeVar
 
 import psycopg
@@ -59,8 +61,10 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
-ARROW_BLOCK_SIZE = 1 << 20
+ARROW_BLOCK_SIZE = 256 << 10
 """Bytes of CSV pyarrow parses into one batch (``bench/ingest.py`` reports the sizes tried)."""
+ARROW_THREADS = True
+"""pyarrow parses blocks on its own threads (else on the encoding thread)."""
 
 
 AHEAD = 4
@@ -73,10 +77,11 @@ T = TypeVar("T")
 _SHAPE = rb"[0-9,./\-: AMPamp]*+"
 """The bytes of a value pyarrow reads exactly as PostgreSQL does, or refuses (with one exception,
 see ``_ZEROS``)."""
-_ZEROS = b"0" * 300
-"""Without an exponent, a number pyarrow would read as zero but PostgreSQL finds too small for a
-double has over 320 zeros in a row; one too large for a double (infinity to pyarrow) is checked
-on the parsed values."""
+_LONG_DIGITS = b"0" * 300
+_DIGITS_AS_ZERO = bytes.maketrans(b"123456789", b"000000000")
+"""Without an exponent, a number too large for a double (infinity to pyarrow, an error to
+PostgreSQL) has over 308 digits in a row, and one too small (zero to pyarrow) over 320 zeros:
+lines with 300 digits in a row take the pattern."""
 
 
 def shape_check(eol: bytes) -> Callable[[bytes], bool]:
@@ -86,12 +91,14 @@ def shape_check(eol: bytes) -> Callable[[bytes], bool]:
     ended by ``eol``, are one row each with no quote, no exponent, no word such as ``NaN``.
     pyarrow reads their whole numbers and decimals as PostgreSQL does, or refuses them; what the
     pattern checks beyond that (required values present, real calendar dates with years 1000 to
-    9999, finite numbers) ``_typed_batch`` checks on the parsed values. Lines of any other shape
-    take the pattern, as on the text path."""
+    9999) ``_typed_batch`` checks on the parsed values. Lines of any other shape take the
+    pattern, as on the text path."""
     shape = re.compile(rb"(?:" + _SHAPE + re.escape(eol) + rb")*+")
 
     def plain_shape(lines: bytes) -> bool:
-        return shape.match(lines).end() == len(lines) and _ZEROS not in lines  # type: ignore[union-attr]
+        if shape.match(lines).end() != len(lines):  # type: ignore[union-attr]  # `*+` always matches
+            return False
+        return _LONG_DIGITS not in lines.translate(_DIGITS_AS_ZERO)
 
     return plain_shape
 
@@ -204,7 +211,6 @@ def binary_copy(
 def _encoded_batches(reader: _GatedReader, mapping: HeaderMapping) -> Iterator[tuple[bytes, int]]:
     """The COPY stream: header, one payload per batch of rows, trailer; with each its row count."""
     import pyarrow as pa
-    import pyarrow.compute as pc
     import pyarrow.csv as pacsv
     from pgpq import ArrowToPostgresBinaryEncoder
 
@@ -213,7 +219,9 @@ def _encoded_batches(reader: _GatedReader, mapping: HeaderMapping) -> Iterator[t
     try:
         batches = pacsv.open_csv(
             reader,
-            read_options=pacsv.ReadOptions(column_names=names, block_size=ARROW_BLOCK_SIZE),
+            read_options=pacsv.ReadOptions(
+                column_names=names, block_size=ARROW_BLOCK_SIZE, use_threads=ARROW_THREADS
+            ),
             parse_options=pacsv.ParseOptions(
                 newlines_in_values=False, double_quote=True, ignore_empty_lines=False
             ),
@@ -232,13 +240,8 @@ def _encoded_batches(reader: _GatedReader, mapping: HeaderMapping) -> Iterator[t
         encoder = ArrowToPostgresBinaryEncoder(schema)
         yield encoder.write_header(), 0
         first_line = 2  # the header is line 1
-        counting = pa.array(range(0), type=pa.int32())
         for batch in batches:
-            if len(counting) < batch.num_rows:
-                counting = pa.array(range(batch.num_rows * 2), type=pa.int32())
-            line_numbers = pc.add_checked(
-                counting.slice(0, batch.num_rows), pa.scalar(first_line, pa.int32())
-            )
+            line_numbers = _int32s(pa, array("i", range(first_line, first_line + batch.num_rows)))
             typed = _typed_batch(pa, batch, columns, line_numbers, schema)
             first_line += batch.num_rows
             yield encoder.write_batch(typed), batch.num_rows
@@ -302,47 +305,53 @@ def _pg_type(pa: Any, column: Column) -> pa.DataType:
 
 
 def _read_type(pa: Any, column: Column) -> pa.DataType:
-    """Dates are read as text: pyarrow's date parser is not PostgreSQL's (see ``_dates``)."""
-    return pa.string() if column.type is ColumnType.DATE else _pg_type(pa, column)
+    """Dates are read as text, each distinct text once: pyarrow's date parser is not PostgreSQL's
+    (see ``_dates``)."""
+    return pa.dictionary(pa.int32(), pa.string()) if column.type is ColumnType.DATE else _pg_type(pa, column)
+
+
+def _int32s(pa: Any, values: array[int]) -> pa.Array:
+    return pa.Array.from_buffers(pa.int32(), len(values), [None, pa.py_buffer(values)])
 
 
 def _typed_batch(
     pa: Any, batch: pa.RecordBatch, columns: list[Column], line_numbers: pa.Array, schema: pa.Schema
 ) -> pa.RecordBatch:
     """The batch as COPY's columns, after the checks the gate's pattern would have made."""
-    import pyarrow.compute as pc
-
     arrays = [line_numbers]
     for index, column in enumerate(columns):
         values = batch.column(index)
         if column.required and values.null_count:
             raise ParserObjection(f"{column.header} is empty on some line", None)
-        if column.type is ColumnType.DOUBLE and pc.all(pc.is_finite(values)).as_py() is False:
-            raise ParserObjection(f"{column.header}: a number too large for a double", None)
         arrays.append(_dates(values, column) if column.type is ColumnType.DATE else values)
     return pa.RecordBatch.from_arrays(arrays, schema=schema)
 
 
-def _dates(values: pa.Array, column: Column) -> pa.Array:
+def _dates(values: pa.DictionaryArray, column: Column) -> pa.Array:
     """``M/D/YYYY``, with spaces around and maybe a time of day after it, to dates.
 
     Each distinct text (dates repeat: one per user and day) must be a date the gate's pattern
-    admits: a real calendar day, years 1000 to 9999 (``strptime`` alone would read ``2/30/2016``
-    as March 1st); then the day is the date's, as PostgreSQL's date input reads it."""
+    admits: a real calendar day, years 1000 to 9999 (a lenient reader such as pyarrow's
+    ``strptime`` takes ``2/30/2016`` for March 1st); the day is then the date's, as PostgreSQL's
+    date input reads it. No ``pyarrow.compute``: loading it costs 50 MB of memory."""
     import pyarrow as pa
-    import pyarrow.compute as pc
 
-    encoded = pc.dictionary_encode(values)
-    texts = encoded.dictionary
-    for text in texts.to_pylist():
-        if text is not None and not PLAIN_DATE.fullmatch(text.encode()):
+    days = []
+    for text in values.dictionary.to_pylist():
+        if not PLAIN_DATE.fullmatch(text.encode()):
             raise ParserObjection(f"{column.header}: {text!r} is not a plain date", None)
-    try:
-        days = pc.strptime(texts, format="%m/%d/%Y", unit="s")
-    except pa.ArrowInvalid:  # white space around, or a time of day after the date
-        texts = pc.replace_substring_regex(pc.utf8_trim(texts, " "), r" .*", "")
-        days = pc.strptime(texts, format="%m/%d/%Y", unit="s")
-    return pc.take(days.cast(pa.date32()), encoded.indices)
+        month, day, year = text.strip(" ").split(" ")[0].split("/")
+        days.append(date(int(year), int(month), int(day)).toordinal() - _EPOCH)
+    if values.null_count:  # an optional date left empty somewhere: the slow way
+        return pa.array(
+            [None if i is None else days[i] for i in values.indices.to_pylist()], type=pa.int32()
+        ).view(pa.date32())
+    at = values.indices.offset
+    indices = memoryview(values.indices.buffers()[1]).cast("i")[at : at + len(values)]
+    return _int32s(pa, array("i", map(days.__getitem__, indices))).view(pa.date32())
+
+
+_EPOCH = date(1970, 1, 1).toordinal()
 
 
 BINARY_MIN_BYTES = 4 << 20
