@@ -25,6 +25,7 @@ never repay (``docs/design-decisions.md``, "Binary COPY").
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import queue
@@ -130,6 +131,7 @@ class _GatedReader:
         self.since_newline = 0
         self.problem: RowProblem | FileProblem | None = None
         self.closed = False
+        self._lock = threading.Lock()
 
     def readable(self) -> bool:
         return True
@@ -138,11 +140,18 @@ class _GatedReader:
         return False
 
     def close(self) -> None:
-        self.closed = True
+        """No read after this returns: pyarrow may still be reading ahead on a thread of its own
+        when the caller goes back to the file's start for the text path."""
+        with self._lock:
+            self.closed = True
 
     def read(self, size: int = -1) -> bytes:
-        if self.problem is not None:
-            return b""
+        with self._lock:
+            if self.closed or self.problem is not None:
+                return b""
+            return self._read(size)
+
+    def _read(self, size: int) -> bytes:
         block = self._handle.read(size)
         if not block:
             if self._gate.admit_end() is None:
@@ -192,7 +201,7 @@ def binary_copy(
         route, ("_line_number", *header.mapping.copy_columns), sql.SQL("FORMAT binary")
     )
     try:
-        with cur.copy(statement) as copy:
+        with cur.copy(statement) as copy, contextlib.closing(reader):
             for payload, batch_rows in _ahead(_encoded_batches(reader, header.mapping), AHEAD):
                 copy.write(payload)
                 rows += batch_rows
