@@ -355,6 +355,23 @@ def test_days_pyarrow_would_invent_are_rejected(
     assert "not a valid date" in loaded.rejected[0][3]
 
 
+@pytest.mark.parametrize(
+    "value",
+    ["9" * 310, "-" + "9" * 309 + ".5", "0." + "0" * 330 + "1"],
+    ids=["too-large", "too-large-negative", "too-small"],
+)
+def test_numbers_a_lenient_parser_would_round_are_rejected(
+    value: str, binary_db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pyarrow reads these as infinity or zero without a word; PostgreSQL refuses them."""
+    lines = [daily_line(i) for i in range(5)]
+    lines[3] = lines[3].replace(b",0,", f",{value},".encode(), 1)
+    path = _write(tmp_path, "dailyActivity_huge.csv", csv_bytes(DAILY_HEADER, lines))
+    loaded = load_both(binary_db, tmp_path, path, monkeypatch)
+    assert (loaded.path, loaded.outcome[4], loaded.outcome[5]) == ("text", 4, 1)
+    assert loaded.rejected[0][1] == 5 and "out of range" in loaded.rejected[0][3]
+
+
 def test_line_numbers_hold_across_many_batches(
     binary_db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
