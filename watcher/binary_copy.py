@@ -192,9 +192,9 @@ def binary_copy(
     header = read_header(handle, route, max_line_bytes)
     if header.mapping.needs_projection:
         raise RowProblem("the file has extra columns; rows are projected line by line", None)
-    reader = _GatedReader(
-        handle, LineGate(header.mapping.file_columns, header.raw), header.raw, max_line_bytes
-    )
+    eol = b"\r\n" if header.raw.endswith(b"\r\n") else b"\n"
+    gate = LineGate(header.mapping.file_columns, header.raw, shortcut=shape_check(eol))
+    reader = _GatedReader(handle, gate, header.raw, max_line_bytes)
     rows = 0
     reported = reader.bytes_read  # progress counts the bytes after the header, as on the text path
     statement = copy_statement(
@@ -248,18 +248,15 @@ def _encoded_batches(reader: _GatedReader, mapping: HeaderMapping) -> Iterator[t
             [pa.field("_line_number", pa.int32())] + [pa.field(c.name, _pg_type(pa, c)) for c in columns]
         )
         encoder = ArrowToPostgresBinaryEncoder(schema)
-        doubles = any(c.type is ColumnType.DOUBLE for c in columns)
+        infinities = _InfinityCheck(any(c.type is ColumnType.DOUBLE for c in columns))
         yield encoder.write_header(), 0
         first_line = 2  # the header is line 1
         for batch in batches:
             line_numbers = _int32s(pa, array("i", range(first_line, first_line + batch.num_rows)))
             typed = _typed_batch(pa, batch, columns, line_numbers, schema)
             first_line += batch.num_rows
-            payload = encoder.write_batch(typed)
-            if doubles and any(infinity in payload for infinity in _INFINITIES):
-                raise ParserObjection("a number too large for a double", None)
-            yield payload, batch.num_rows
-        yield encoder.finish(), 0
+            yield infinities.check(encoder.write_batch(typed)), batch.num_rows
+        yield infinities.check(encoder.finish()), 0
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
         if reader.problem is not None:  # the gate ended the stream in the middle of a line
             raise reader.problem from exc
@@ -303,6 +300,23 @@ def _ahead(items: Iterator[T], depth: int) -> Iterator[T]:
             except queue.Empty:
                 pass
         worker.join()
+
+
+class _InfinityCheck:
+    """Looks for ``_INFINITIES`` in the COPY stream, across the ends of its pieces too (the
+    encoder returns its output in pieces of its own size, not one per batch)."""
+
+    def __init__(self, doubles: bool) -> None:
+        self._doubles = doubles
+        self._tail = b""
+
+    def check(self, payload: bytes) -> bytes:
+        if self._doubles and payload:
+            seam = self._tail + payload[:7]
+            if any(infinity in payload or infinity in seam for infinity in _INFINITIES):
+                raise ParserObjection("a number too large for a double", None)
+            self._tail = (self._tail + payload)[-7:] if len(payload) < 7 else payload[-7:]
+        return payload
 
 
 _ARROW_TYPES = {
