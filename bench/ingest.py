@@ -160,7 +160,7 @@ def size_rule(admin_url: str, tmp: Path, repeat: int) -> dict[str, Any]:
     print(f"  importing pyarrow and pgpq: {median(imports):.2f}s once per process")
     with scratch_database(admin_url) as url:
         migrate(url)
-        for rows in (100, 1_000, 10_000, 30_000, 100_000):
+        for rows in (1_000, 10_000, 30_000, 100_000, 300_000):
             lake = tmp / f"rule{rows}"
             path = write_daily(lake / "dailyActivity_rule.csv", rows)
             times: dict[str, list[float]] = {"text": [], "binary": []}
