@@ -382,7 +382,7 @@ def _dates(values: pa.DictionaryArray, column: Column) -> pa.Array:
 _EPOCH = date(1970, 1, 1).toordinal()
 
 
-BINARY_MIN_BYTES = 4 << 20
+BINARY_MIN_BYTES = 16 << 20
 """Files smaller than this go as text: pyarrow's import and set-up cost more than binary COPY
 saves on them (the rule and its measurements: ``docs/design-decisions.md``, "Binary COPY")."""
 
