@@ -2,25 +2,24 @@
 
 With COPY's text format the server's one backend parses every value of every line, so no loader
 that sends text gets past ``psql \\copy``. Here pyarrow parses the lines into typed columns on the
-client (on its own threads, while the server writes the previous batch), and pgpq encodes them in
-COPY's binary format, which the server stores without parsing a value.
+client, and pgpq encodes them in COPY's binary format, which the server stores without parsing a
+value; a thread of their own parses and encodes while the caller's thread sends.
 
-Every guarantee of the text path holds, because the bytes pyarrow parses are the bytes the text
-path would have sent:
+Every guarantee of the text path holds (``docs/design-decisions.md``, "Binary COPY for large
+clean files"):
 
 * pyarrow reads the file through ``_GatedReader``, which hashes every byte and passes every block
-  through the same ``LineGate`` first. The gate admits only plain lines (one row each, no blank
-  line, values that PostgreSQL and the checked path read alike), so the row index gives the line
-  number and pyarrow's parser, lenient on its own (it reads ``2/30/2016`` as March 1), only ever
-  sees values it reads as PostgreSQL does. A line the gate refuses ends the read: ``RowProblem``,
-  the checked path follows.
-* A value the gate admits and pyarrow still refuses (a ``+`` before a whole number, which
-  PostgreSQL reads) raises ``ParserObjection``: the caller rolls back and sends the file as text.
-* Dates are read as text and converted here from ``M/D/YYYY`` (the only spelling the gate admits),
-  any time of day dropped, as PostgreSQL's date input does.
+  through the text path's ``LineGate`` first. Blocks of the simplest shape (``shape_check``) skip
+  the gate's pattern; what the pattern would have checked on them is checked on the parsed values
+  (``_typed_batch``, ``_dates``, ``_InfinityCheck``). Either way each line is one row, so the row
+  index gives the line number, and pyarrow, lenient on its own (it reads ``2/30/2016`` as March
+  1st and ``1e400`` as infinity), loads no value PostgreSQL would not. A line the gate refuses
+  ends the read: ``RowProblem``, the checked path follows.
+* A value pyarrow refuses where PostgreSQL does not (a ``+`` before a whole number) raises
+  ``ParserObjection``: the caller rolls back and sends the file as text.
 
-pyarrow is imported only when a file takes this path: it costs start-up time that tiny files
-never repay (``docs/design-decisions.md``, "Binary COPY").
+pyarrow is imported only when a file takes this path: tiny files would never repay its start-up
+(``BINARY_MIN_BYTES``).
 """
 
 from __future__ import annotations
@@ -66,8 +65,6 @@ ARROW_BLOCK_SIZE = 256 << 10
 """Bytes of CSV pyarrow parses into one batch (``bench/ingest.py`` reports the sizes tried)."""
 ARROW_THREADS = True
 """pyarrow parses blocks on its own threads (else on the encoding thread)."""
-
-
 AHEAD = 4
 """Encoded batches waiting for the socket at most: the file is parsed and encoded on a thread of
 its own while the main thread sends, and the memory this takes stays bounded."""
