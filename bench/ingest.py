@@ -1,85 +1,226 @@
-"""Load speed of the pipeline against `psql \\copy` of the same file, and peak memory on a big file.
+"""Load speed of the pipeline against `psql \\copy` of the same file, and its peak memory.
 
-Run: python -m bench.ingest [--rows 1000000] [--repeat 5] [--rss-gb 1.0]
-The pipeline's figure includes what it does beyond COPY: sha256, lineage columns, the manifest
-and load records, the commit. Both are measured in this run, on the same server, alternately.
+Run: python -m bench.ingest [--rows 1000000,2000000] [--repeat 3] [--rss-gb 1.0]
+                            [--block-sizes 1,4,8] [--rule]
+
+For each file size, rounds in rotated order, each pipeline run on a database of its own:
+- ``psql``: `psql \\copy` of the file into a table of its data columns (the baseline);
+- ``fresh``: the real CLI (`watch --once --no-dbt`) on a new, empty database: it migrates, loads;
+- ``migrated``: the CLI on a database an earlier CLI run migrated: it loads;
+- ``text``: the same as ``migrated`` with the binary COPY switched off (today's text path).
+Whole process is the CLI's wall time; load only is the file's own time in the CLI's summary (its
+transaction: read, hash, gate, COPY, manifest, commit). Peak RSS is each CLI process's own.
+``--block-sizes`` repeats the migrated run with other pyarrow block sizes (MiB); ``--rss-gb`` loads
+a file of that size through the CLI for its peak RSS; ``--rule`` measures the text and the binary
+path on small files, for the size rule (``watcher.binary_copy.BINARY_MIN_BYTES``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
 import sys
 import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
-from bench.common import (
-    bench_server,
-    median,
-    peak_rss_of_cli,
-    pipeline_load,
-    psql_copy,
-    scratch_database,
-    write_daily,
+import psycopg
+
+from bench.common import bench_server, median, psql_copy, scratch_database, write_daily
+
+CHILD = (
+    "import sys\n"
+    "import watcher.binary_copy as b\n"
+    "b.ARROW_BLOCK_SIZE = int(sys.argv[1])\n"
+    "b.BINARY_MIN_BYTES = int(sys.argv[2])\n"
+    "from watcher.cli import main\n"
+    "sys.exit(main(sys.argv[3:]))\n"
 )
+"""The CLI with the binary path's two settings changed (they are constants, not options)."""
+ONCE = ("watch", "--once", "--no-dbt", "--metrics-addr", "off")
+
+
+def run_cli(url: str, lake: Path, block: int | None = None, min_bytes: int | None = None) -> dict[str, Any]:
+    """One `watch --once --no-dbt` process: wall seconds, the file's load seconds, peak RSS."""
+    from watcher import binary_copy
+
+    args = [*ONCE, "--json", "--data-dir", str(lake)]
+    if block is None and min_bytes is None:
+        command = [sys.executable, "-m", "watcher", *args]
+    else:
+        block = binary_copy.ARROW_BLOCK_SIZE if block is None else block
+        min_bytes = binary_copy.BINARY_MIN_BYTES if min_bytes is None else min_bytes
+        command = [sys.executable, "-c", CHILD, str(block), str(min_bytes), *args]
+    env = {**os.environ, "DATABASE_URL": url, "WEARABLE_LOG_FORMAT": "json"}
+    started = time.perf_counter()
+    child = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    assert child.stdout is not None
+    out = child.stdout.read()
+    _, status, usage = os.wait4(child.pid, 0)
+    seconds = time.perf_counter() - started
+    child.returncode = os.waitstatus_to_exitcode(status)
+    assert child.returncode == 0, out[-2000:]
+    summary = json.loads(out)
+    (loaded,) = [f for f in summary["files"] if f["outcome"] == "loaded"]
+    return {"s": seconds, "load_s": loaded["duration_s"], "rss_mib": usage.ru_maxrss / 1024}
+
+
+@contextmanager
+def migrated_database(admin_url: str, empty_lake: Path) -> Iterator[str]:
+    """A new database, migrated by an earlier CLI process (as after a first start)."""
+    with scratch_database(admin_url) as url:
+        subprocess.run(
+            [sys.executable, "-m", "watcher", *ONCE, "--data-dir", str(empty_lake)],
+            check=True,
+            env={**os.environ, "DATABASE_URL": url},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        yield url
+
+
+def checkpoint(url: str) -> None:
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CHECKPOINT")
+
+
+def measure(
+    admin_url: str, lake: Path, empty_lake: Path, modes: list[str], repeat: int
+) -> dict[str, list[dict[str, Any]]]:
+    """``repeat`` rounds of ``modes``, the order rotated by one each round."""
+    runs: dict[str, list[dict[str, Any]]] = {m: [] for m in modes}
+    (path,) = lake.iterdir()
+    for round_ in range(repeat):
+        for mode in modes[round_ % len(modes) :] + modes[: round_ % len(modes)]:
+            if mode == "psql":
+                with scratch_database(admin_url) as url:
+                    runs[mode].append({"s": psql_copy(url, path)})
+                continue
+            if mode == "fresh":
+                with scratch_database(admin_url) as url:
+                    checkpoint(url)
+                    runs[mode].append(run_cli(url, lake))
+                continue
+            with migrated_database(admin_url, empty_lake) as url:
+                checkpoint(url)
+                if mode == "migrated":
+                    runs[mode].append(run_cli(url, lake))
+                elif mode == "text":
+                    runs[mode].append(run_cli(url, lake, min_bytes=1 << 62))
+                else:  # block size in MiB
+                    runs[mode].append(run_cli(url, lake, block=int(mode.split(":")[1]) << 20))
+    return runs
+
+
+def summarize(rows: int, runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    psql = median([r["s"] for r in runs["psql"]])
+    out: dict[str, Any] = {"psql_s": [round(r["s"], 2) for r in runs["psql"]]}
+    print(f"  psql \\copy               {psql:6.2f}s  {rows / psql:>10,.0f} rows/s")
+    for mode, found in runs.items():
+        if mode == "psql":
+            continue
+        whole = median([r["s"] for r in found])
+        load = median([r["load_s"] for r in found])
+        rss = max(r["rss_mib"] for r in found)
+        out[mode] = {
+            "s": [round(r["s"], 2) for r in found],
+            "load_s": [round(r["load_s"], 2) for r in found],
+            "ratio_whole": round(psql / whole, 3),
+            "ratio_load": round(psql / load, 3),
+            "peak_rss_mib": round(rss),
+        }
+        print(
+            f"  {mode:<24} {whole:6.2f}s whole ({psql / whole:.2f}x psql), {load:5.2f}s load only"
+            f" ({psql / load:.2f}x), peak RSS {rss:.0f} MiB"
+        )
+    return out
+
+
+def size_rule(admin_url: str, tmp: Path, repeat: int) -> dict[str, Any]:
+    """Load-only seconds of small files, text against binary, in one warm process; and the one-off
+    cost of importing pyarrow and pgpq (paid by the first binary load of a process)."""
+    from watcher import binary_copy
+    from watcher.database import migrate
+    from watcher.ingest import LoadLimits, process_file
+    from watcher.scanner import inspect_entry
+
+    probe = "import time; t = time.perf_counter(); import pyarrow.csv, pyarrow.compute, pgpq; print(time.perf_counter() - t)"
+    imports = [
+        float(
+            subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+        )
+        for _ in range(repeat)
+    ]
+    figures: dict[str, Any] = {"import_s": round(median(imports), 3)}
+    print(f"  importing pyarrow and pgpq: {median(imports):.2f}s once per process")
+    with scratch_database(admin_url) as url:
+        migrate(url)
+        for rows in (1_000, 10_000, 30_000, 100_000, 300_000):
+            lake = tmp / f"rule{rows}"
+            path = write_daily(lake / "dailyActivity_rule.csv", rows)
+            times: dict[str, list[float]] = {"text": [], "binary": []}
+            for _ in range(repeat):
+                for mode in times:
+                    binary_copy.BINARY_MIN_BYTES = 0 if mode == "binary" else 1 << 62
+                    with psycopg.connect(url) as conn:
+                        conn.execute(
+                            "TRUNCATE raw.daily_activity, ops.raw_ingest_manifest, ops.file_loads CASCADE"
+                        )
+                        conn.commit()
+                        done = process_file(conn, inspect_entry(lake, path), run_id=None, limits=LoadLimits())
+                        conn.commit()
+                    assert done.outcome == "loaded", done
+                    times[mode].append(done.duration_s)
+            text, binary = median(times["text"]), median(times["binary"])
+            size = path.stat().st_size
+            figures[str(size)] = {"rows": rows, "text_s": round(text, 4), "binary_s": round(binary, 4)}
+            print(f"  {size / 2**20:7.2f} MiB ({rows:>7,} rows): text {text:.3f}s, binary {binary:.3f}s")
+    return figures
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--rows", default="1000000,2000000", help="file sizes in rows, comma-separated")
+    parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--rss-gb", type=float, default=1.0, help="size of the memory test file; 0 skips it")
+    parser.add_argument("--block-sizes", default="", help="other pyarrow block sizes to try, MiB (1M rows)")
+    parser.add_argument("--rule", action="store_true", help="measure text against binary on small files")
     args = parser.parse_args()
-    figures: dict[str, object] = {"rows": args.rows}
+    figures: dict[str, Any] = {}
     with (
-        tempfile.TemporaryDirectory(prefix="wp-bench-") as tmp,
-        bench_server() as server,
-        scratch_database(server) as url,
+        tempfile.TemporaryDirectory(prefix="wp-bench-") as folder,
+        bench_server() as admin_url,
     ):
-        lake = Path(tmp) / "lake"
-        path = write_daily(lake / "dailyActivity_bench.csv", args.rows)
-        figures["file_mb"] = round(path.stat().st_size / 2**20, 1)
-        psql_times, like_raw_times, pipeline_times = [], [], []
-        for _ in range(args.repeat):
-            psql_times.append(psql_copy(url, path))
-            pipeline_times.append(pipeline_load(url, lake)[0])
-            like_raw_times.append(psql_copy(url, path, like_raw=True))
-        psql_rate = args.rows / median(psql_times)
-        like_raw_rate = args.rows / median(like_raw_times)
-        pipeline_rate = args.rows / median(pipeline_times)
-        figures.update(
-            psql_copy_s=[round(t, 3) for t in psql_times],
-            psql_copy_like_raw_s=[round(t, 3) for t in like_raw_times],
-            pipeline_s=[round(t, 3) for t in pipeline_times],
-            psql_rows_per_s=round(psql_rate),
-            psql_like_raw_rows_per_s=round(like_raw_rate),
-            pipeline_rows_per_s=round(pipeline_rate),
-            ratio=round(pipeline_rate / psql_rate, 3),
-            ratio_like_raw=round(pipeline_rate / like_raw_rate, 3),
-        )
-        print(f"{args.rows:,} rows, {figures['file_mb']} MB, medians of {args.repeat}")
-        print(f"psql \\copy, data columns only : {median(psql_times):.2f}s  {psql_rate:,.0f} rows/s")
-        print(f"psql \\copy, like raw table    : {median(like_raw_times):.2f}s  {like_raw_rate:,.0f} rows/s")
-        print(
-            f"pipeline (hash, lineage, manifest): {median(pipeline_times):.2f}s  {pipeline_rate:,.0f} rows/s"
-        )
-        print(f"ratio pipeline / psql (data columns): {figures['ratio']:.3f}   (target >= 0.9)")
-        print(f"ratio pipeline / psql (same table)  : {figures['ratio_like_raw']:.3f}")
-        if args.rss_gb > 0:
+        tmp = Path(folder)
+        empty_lake = tmp / "empty"
+        empty_lake.mkdir()
+        for rows in [int(r) for r in args.rows.split(",")]:
+            lake = tmp / f"lake{rows}"
+            path = write_daily(lake / "dailyActivity_bench.csv", rows)
+            modes = ["psql", "fresh", "migrated", "text"]
+            if rows == 1_000_000 and args.block_sizes:
+                modes += [f"block:{b}" for b in args.block_sizes.split(",")]
+            print(f"{rows:,} rows, {path.stat().st_size / 2**20:.0f} MiB, medians of {args.repeat}")
+            figures[str(rows)] = summarize(rows, measure(admin_url, lake, empty_lake, modes, args.repeat))
             path.unlink()
+        if args.rss_gb > 0:
             big_rows = int(args.rss_gb * 2**30 / 138)
-            big = write_daily(Path(tmp) / "big" / "dailyActivity_big.csv", big_rows)
-            seconds, rss = peak_rss_of_cli(url, big.parent)
-            figures.update(
-                big_file_mb=round(big.stat().st_size / 2**20),
-                big_rows=big_rows,
-                big_load_s=round(seconds, 1),
-                peak_rss_mb=round(rss, 1),
-            )
+            big = write_daily(tmp / "big" / "dailyActivity_big.csv", big_rows)
+            with scratch_database(admin_url) as url:
+                run = run_cli(url, big.parent)
+            figures["big"] = {"file_mib": round(big.stat().st_size / 2**20), "rows": big_rows, **run}
             print(
-                f"memory     : {figures['big_file_mb']} MB file ({big_rows:,} rows) loaded by the CLI in "
-                f"{seconds:.1f}s, peak RSS {rss:.0f} MiB (target < 150)"
+                f"memory: {figures['big']['file_mib']} MiB file ({big_rows:,} rows) loaded by the CLI in"
+                f" {run['s']:.1f}s, peak RSS {run['rss_mib']:.0f} MiB (target < 150)"
             )
+        if args.rule:
+            print("size rule: one file loaded in a warm process, medians")
+            figures["rule"] = size_rule(admin_url, tmp, args.repeat)
     print(json.dumps(figures))
     return 0
 

@@ -26,13 +26,13 @@ import structlog
 from psycopg import sql
 
 from watcher import manifest
+from watcher.binary_copy import clean_copy
 from watcher.loader import (
     FileProblem,
     ProgressCallback,
     RowProblem,
     open_for_reading,
     prepare_load,
-    stream_copy,
 )
 from watcher.manifest import EntryUpdate, LoadRecord, ManifestEntry
 from watcher.quarantine import Budget, QuarantineResult, header_warnings, load_with_quarantine
@@ -323,7 +323,7 @@ def _read_into_table(
     with open_candidate(candidate) as handle:
         try:
             with conn.transaction():
-                fast = stream_copy(cur, handle, route, limits.max_line_bytes, progress)
+                fast = clean_copy(conn, cur, handle, route, limits.max_line_bytes, progress)
             mapping = fast.header.mapping
             return QuarantineResult(
                 fast.sha256, fast.rows, 0, fast.bytes_read, mapping, header_warnings(mapping)

@@ -9,20 +9,31 @@ other line sends the file to the checked path, which judges line by line and qua
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 from watcher.routes import Column
 from watcher.rowcheck import plain_lines_pattern
 
 
 class LineGate:
-    def __init__(self, file_columns: tuple[Column | None, ...], header_line: bytes) -> None:
+    def __init__(
+        self,
+        file_columns: tuple[Column | None, ...],
+        header_line: bytes,
+        shortcut: Callable[[bytes], bool] | None = None,
+    ) -> None:
+        """``shortcut``: lines it passes are admitted without the pattern. Only for a reader that
+        checks itself what the pattern would have (the binary path: ``binary_copy``)."""
         eol = b"\r\n" if header_line.endswith(b"\r\n") else b"\n"
-        self._eol = eol
+        self.eol = eol
         self._common = plain_lines_pattern(file_columns, eol, common=True)
         self._full = plain_lines_pattern(file_columns, eol)
+        self._shortcut = shortcut
         self._carry = b""
 
     def _plain(self, lines: bytes) -> bool:
+        if self._shortcut is not None and self._shortcut(lines):
+            return True
         stop = self._common.match(lines).end()  # type: ignore[union-attr]  # `*+` always matches
         if stop == len(lines):
             return True
@@ -44,7 +55,7 @@ class LineGate:
         when that line is not ordinary."""
         if not self._carry:
             return b""
-        return self._carry if self._plain(self._carry + self._eol) else None
+        return self._carry if self._plain(self._carry + self.eol) else None
 
 
 def _line_start(buffer: bytes, position: int) -> int:

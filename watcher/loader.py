@@ -1,5 +1,9 @@
 """Stream one file into its raw table with COPY, hashing it in the same pass.
 
+This is the text path; a large clean file goes in COPY's binary format first
+(``binary_copy``), with the same gate and the same guarantees, and comes back here when pyarrow
+objects to it.
+
 The clean path runs no Python statement per row: the file's lines after the header go to
 ``COPY ... FROM STDIN`` (text format, or CSV for a quoted file) in blocks of 64 KiB, each line
 behind its line number (``linenumbers``), and the load id is filled by the table's default. Problems are raised as

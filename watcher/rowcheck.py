@@ -49,6 +49,10 @@ _DATE = _SP + _MDY + _TIME + _SP
 _EXTRA = rb"[^,\"\r\n\x80-\xff]*+"  # ASCII only: other lines are checked for UTF-8 in Python
 
 
+PLAIN_DATE = re.compile(_DATE)
+"""A date value the plain-line pattern admits (unquoted): ``fullmatch`` it."""
+
+
 def _or_quoted(field: bytes) -> bytes:
     """The value, or the value in quotes (some tools quote every field; PostgreSQL reads both)."""
     return rb"(?:" + field + rb'|"' + field + rb'")'

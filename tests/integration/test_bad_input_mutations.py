@@ -349,11 +349,18 @@ def _plainly_valid(line: bytes, mapping: Any) -> bool:
                 bound = 2**31 if column.type is ColumnType.INTEGER else 2**63
                 if not -bound <= int(text.strip(SPACE)) < bound:
                     return False
-            if column.type is ColumnType.DOUBLE and math.isinf(float(text.strip(SPACE))):
+            if column.type is ColumnType.DOUBLE and _out_of_range(text.strip(SPACE)):
                 return False
         except ValueError:
             return False
     return True
+
+
+def _out_of_range(number: str) -> bool:
+    """PostgreSQL refuses a double that overflows, or underflows to zero."""
+    value = float(number)
+    mantissa = re.split("[eE]", number)[0]
+    return math.isinf(value) or (value == 0.0 and any(c in "123456789" for c in mantissa))
 
 
 def test_the_reference_parser_reads_like_postgresql() -> None:
@@ -366,4 +373,6 @@ def test_the_reference_parser_reads_like_postgresql() -> None:
     ]
     assert record_at([b'1,"x\n', b'y",2\n', b"3\n"], 1) == b'1,"x\ny",2'
     assert _split_on_lf(b"a\r\nb\rc\n") == [b"a\r\n", b"b\rc\n"]
+    assert _out_of_range("1e400") and _out_of_range("0." + "0" * 330 + "1")
+    assert not _out_of_range("0." + "0" * 310 + "1") and not _out_of_range("-0.000")
     assert isinstance(Path, type)
