@@ -1,8 +1,10 @@
 """Load speed of the pipeline against `psql \\copy` of the same file, and peak memory on a big file.
 
-Run: python -m bench.ingest [--rows 1000000] [--repeat 5] [--rss-gb 1.0]
+Run: python -m bench.ingest [--rows 1000000] [--repeat 5] [--rss-gb 1.0] [--cli-rounds 3]
 The pipeline's figure includes what it does beyond COPY: sha256, lineage columns, the manifest
 and load records, the commit. Both are measured in this run, on the same server, alternately.
+Then ``bench.whole_process``: the CLI and psql as processes, on 1M and 2M rows, on a fresh and on
+an already migrated database, whole process and load only, with each process's peak RSS.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from bench import whole_process
 from bench.common import (
     bench_server,
     median,
@@ -29,6 +32,8 @@ def main() -> int:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--rss-gb", type=float, default=1.0, help="size of the memory test file; 0 skips it")
+    parser.add_argument("--cli-rounds", type=int, default=3, help="rounds of bench.whole_process; 0 skips it")
+    parser.add_argument("--cli-sizes", type=int, nargs="+", default=[1_000_000, 2_000_000])
     args = parser.parse_args()
     figures: dict[str, object] = {"rows": args.rows}
     with (
@@ -80,6 +85,8 @@ def main() -> int:
                 f"memory     : {figures['big_file_mb']} MB file ({big_rows:,} rows) loaded by the CLI in "
                 f"{seconds:.1f}s, peak RSS {rss:.0f} MiB (target < 150)"
             )
+        if args.cli_rounds > 0:
+            figures["whole_process"] = whole_process.run(server, args.cli_sizes, args.cli_rounds)
     print(json.dumps(figures))
     return 0
 
