@@ -182,6 +182,10 @@ def print_table(figures: dict[str, Any]) -> None:
             f"  {variant:9s} {f['whole_s']:7.2f}  {f['ratio_whole']:5.2f}  {f['load_s']:7.2f}  "
             f"{f['ratio_load']:5.2f}  {f['peak_rss_mib']:6.0f} MiB"
         )
+    # Round by round, so that a gap can be told from the machine's noise (see design decisions).
+    fresh, migrated = figures["fresh"]["rounds_load_s"], figures["migrated"]["rounds_load_s"]
+    gaps = [m - f for f, m in zip(fresh, migrated, strict=True)]
+    print("  load only, migrated minus fresh, round by round: " + " ".join(f"{g:+.2f}" for g in gaps) + " s")
 
 
 def run(server: str, sizes: list[int], rounds: int) -> list[dict[str, Any]]:
