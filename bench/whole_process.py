@@ -54,6 +54,8 @@ class Run:
     whole_s: float
     load_s: float
     peak_rss_mib: float
+    cpu_s: float
+    """CPU time of the process itself (user + system): the work done, whatever else runs."""
 
 
 # Starts the measured program from a small interpreter: a child's peak RSS (``ru_maxrss``) counts
@@ -67,13 +69,13 @@ if pid == 0:
     os.execvp(sys.argv[2], sys.argv[2:])
 _, status, usage = os.wait4(pid, 0)
 with open(sys.argv[1], "w") as out:
-    out.write(f"{time.perf_counter() - started} {usage.ru_maxrss}")
+    out.write(f"{time.perf_counter() - started} {usage.ru_maxrss} {usage.ru_utime + usage.ru_stime}")
 sys.exit(os.waitstatus_to_exitcode(status))
 """
 
 
-def _run_process(command: list[str], env: dict[str, str]) -> tuple[float, float, str]:
-    """(seconds, peak RSS in MiB, stdout) of one process, measured on that process alone."""
+def _run_process(command: list[str], env: dict[str, str]) -> tuple[float, float, float, str]:
+    """(seconds, peak RSS in MiB, CPU seconds, stdout) of one process, measured on it alone."""
     with tempfile.TemporaryDirectory(prefix="wp-bench-run-") as folder:
         figures = Path(folder) / "figures"
         done = subprocess.run(
@@ -84,8 +86,8 @@ def _run_process(command: list[str], env: dict[str, str]) -> tuple[float, float,
         )
         if done.returncode != 0:
             raise RuntimeError(f"{command[0]} exited {done.returncode}: {done.stderr[-2000:]}")
-        seconds, rss_kib = figures.read_text().split()
-    return float(seconds), int(rss_kib) / 1024, done.stdout
+        seconds, rss_kib, cpu = figures.read_text().split()
+    return float(seconds), int(rss_kib) / 1024, float(cpu), done.stdout
 
 
 def _checkpoint(url: str) -> None:
@@ -101,11 +103,11 @@ def psql_run(url: str, path: Path) -> Run:
     copy = f"\\copy bench_copy ({COPY_COLUMNS}) FROM '{path}' WITH (FORMAT csv, HEADER true)"
     env = {**os.environ, "PGOPTIONS": "-c DateStyle=ISO,MDY"}
     command = [psql_binary(), url, "-X", "-v", "ON_ERROR_STOP=1", "-c", "\\timing on", "-c", copy]
-    whole, rss, out = _run_process(command, env)
+    whole, rss, cpu, out = _run_process(command, env)
     found = _TIMING.search(out)
     if found is None:
         raise RuntimeError(f"psql printed no timing: {out[-500:]}")
-    return Run(whole, float(found.group(1)) / 1000, rss)
+    return Run(whole, float(found.group(1)) / 1000, rss, cpu)
 
 
 def cli_run(url: str, lake: Path, *, migrated: bool) -> Run:
@@ -127,12 +129,12 @@ def cli_run(url: str, lake: Path, *, migrated: bool) -> Run:
         "--data-dir",
         str(lake),
     ]
-    whole, rss, out = _run_process(command, env)
+    whole, rss, cpu, out = _run_process(command, env)
     summary = json.loads(out)
     (loaded,) = summary["files"]
     if loaded["outcome"] != "loaded":
         raise RuntimeError(f"the file was not loaded: {loaded}")
-    return Run(whole, float(loaded["duration_s"]), rss)
+    return Run(whole, float(loaded["duration_s"]), rss, cpu)
 
 
 def measure_size(server: str, lake: Path, rounds: int) -> dict[str, list[Run]]:
@@ -164,6 +166,7 @@ def summarize(rows: int, runs: dict[str, list[Run]]) -> dict[str, Any]:
             "ratio_whole": round(psql_whole / whole, 3),
             "ratio_load": round(psql_load / load, 3),
             "peak_rss_mib": round(max(r.peak_rss_mib for r in measured), 1),
+            "client_cpu_s": round(median([r.cpu_s for r in measured]), 3),
             "rounds_whole_s": [round(r.whole_s, 3) for r in measured],
             "rounds_load_s": [round(r.load_s, 3) for r in measured],
         }
@@ -175,12 +178,12 @@ def print_table(figures: dict[str, Any]) -> None:
     print(
         f"{figures['rows']:,} rows, one process per run, medians of {rounds} (ratio: psql's time / this one's)"
     )
-    print("  variant    whole s  ratio   load s  ratio   peak RSS")
+    print("  variant    whole s  ratio   load s  ratio   peak RSS   client CPU")
     for variant in VARIANTS:
         f = figures[variant]
         print(
             f"  {variant:9s} {f['whole_s']:7.2f}  {f['ratio_whole']:5.2f}  {f['load_s']:7.2f}  "
-            f"{f['ratio_load']:5.2f}  {f['peak_rss_mib']:6.0f} MiB"
+            f"{f['ratio_load']:5.2f}  {f['peak_rss_mib']:6.0f} MiB  {f['client_cpu_s']:6.2f} s"
         )
     # Round by round, so that a gap can be told from the machine's noise (see design decisions).
     fresh, migrated = figures["fresh"]["rounds_load_s"], figures["migrated"]["rounds_load_s"]
