@@ -13,6 +13,8 @@ transaction: read, hash, gate, COPY, manifest, commit). Peak RSS is each CLI pro
 ``--block-sizes`` repeats the migrated run with other pyarrow block sizes (MiB); ``--rss-gb`` loads
 a file of that size through the CLI for its peak RSS; ``--rule`` measures the text and the binary
 path on small files, for the size rule (``watcher.binary_copy.BINARY_MIN_BYTES``).
+Then ``bench.whole_process`` (``--cli-rounds 0`` skips it): the CLI and psql as processes, with the
+round-by-round gap between a migrated and a fresh database, and each process's own CPU time.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from typing import Any
 
 import psycopg
 
+from bench import whole_process
 from bench.common import bench_server, median, psql_copy, scratch_database, write_daily
 
 CHILD = (
@@ -190,6 +193,8 @@ def main() -> int:
     parser.add_argument("--rss-gb", type=float, default=1.0, help="size of the memory test file; 0 skips it")
     parser.add_argument("--block-sizes", default="", help="other pyarrow block sizes to try, MiB (1M rows)")
     parser.add_argument("--rule", action="store_true", help="measure text against binary on small files")
+    parser.add_argument("--cli-rounds", type=int, default=3, help="rounds of bench.whole_process; 0 skips it")
+    parser.add_argument("--cli-sizes", type=int, nargs="+", default=[1_000_000, 2_000_000])
     args = parser.parse_args()
     figures: dict[str, Any] = {}
     with (
@@ -221,6 +226,8 @@ def main() -> int:
         if args.rule:
             print("size rule: one file loaded in a warm process, medians")
             figures["rule"] = size_rule(admin_url, tmp, args.repeat)
+        if args.cli_rounds > 0:
+            figures["whole_process"] = whole_process.run(admin_url, args.cli_sizes, args.cli_rounds)
     print(json.dumps(figures))
     return 0
 
