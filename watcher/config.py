@@ -21,6 +21,15 @@ class ConfigError(ValueError):
 
 
 DEFAULT_METRICS_ADDR = "127.0.0.1:9108"
+BUCKET_SCHEMES = ("s3", "gs", "az")
+FOLDER_POLL_SECONDS = 1.0
+BUCKET_POLL_SECONDS = 10.0
+"""A bucket is listed this often by default: a poll between two full listings is one request."""
+ENDPOINT_VARIABLES = {
+    "s3": ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_ENDPOINT"),
+    "az": ("AZURE_STORAGE_ENDPOINT", "AZURE_ENDPOINT"),
+    "gs": (),
+}
 DBT_TEST_MODES = ("after", "gate")
 
 
@@ -29,6 +38,7 @@ class Settings:
     database_url: str | None
     """Connection string for an external PostgreSQL; None means: start the embedded one."""
     data_dir: Path
+    """The landing folder (unused when ``bucket_url`` is set)."""
     pgdata_dir: Path
     dbt_project_dir: Path
     run_dbt: bool = True
@@ -49,7 +59,16 @@ class Settings:
     error_budget_fraction: float = 0.01
     error_budget_rows: int = 1000
     max_line_bytes: int = 1 << 20
+    bucket_url: str | None = None
+    """The landing zone as a bucket (``s3://BUCKET/PREFIX/``, ``gs://``, ``az://``); None: the folder."""
+    allow_http: bool = False
+    """The object store's endpoint is plain http (an ``AWS_ENDPOINT_URL`` that says so)."""
     instance: str = field(default_factory=lambda: f"{os.uname().nodename}:{os.getpid()}")
+
+    @property
+    def landing(self) -> str:
+        """The landing zone as the logs name it: the bucket URL or the absolute folder."""
+        return self.bucket_url or str(self.data_dir)
 
     def redacted_database(self) -> str:
         """The database location for logs, never with its password."""
@@ -173,6 +192,7 @@ class Overrides:
     debounce_seconds: float | None = None
     reconcile_seconds: float | None = None
     polling: bool = False
+    poll_interval_seconds: float | None = None
 
 
 def build_settings(overrides: Overrides, env: Mapping[str, str] | None = None) -> Settings:
@@ -186,9 +206,18 @@ def build_settings(overrides: Overrides, env: Mapping[str, str] | None = None) -
         database_url = database_url_from_file(overrides.database_url_file, "--database-url-file")
     else:
         database_url = database_url_from_env(env)
-    data_dir = Path(
+    landing = (
         overrides.data_dir or env.get("WEARABLE_DATA_DIR") or env.get("PIPELINE_DATA_DIR") or "data_lake"
     )
+    bucket_url = bucket_url_of(landing)
+    data_dir = Path("data_lake" if bucket_url else landing)
+    poll = overrides.poll_interval_seconds
+    if poll is None:
+        poll = _float(
+            env, "WEARABLE_POLL_INTERVAL", BUCKET_POLL_SECONDS if bucket_url else FOLDER_POLL_SECONDS
+        )
+    if poll <= 0:
+        raise ConfigError(f"the poll interval must be more than 0 seconds, got {poll:g}")
     pgdata_dir = Path(overrides.pgdata_dir or env.get("WEARABLE_PGDATA") or ".pgdata")
     dbt_dir = Path(overrides.dbt_project_dir or env.get("WEARABLE_DBT_PROJECT_DIR") or _default_dbt_dir())
     metrics_raw = overrides.metrics_addr or env.get("WEARABLE_METRICS_ADDR") or DEFAULT_METRICS_ADDR
@@ -209,11 +238,40 @@ def build_settings(overrides: Overrides, env: Mapping[str, str] | None = None) -
             reconcile if reconcile is not None else _float(env, "WEARABLE_RECONCILE_SECONDS", 60.0)
         ),
         force_polling=overrides.polling or _bool(env, "WEARABLE_POLLING"),
+        polling_interval_seconds=poll,
+        bucket_url=bucket_url,
+        allow_http=bucket_url is not None and endpoint_is_http(bucket_url, env),
         retry_total_seconds=_float(env, "WEARABLE_RETRY_SECONDS", 60.0),
         lock_timeout_seconds=_float(env, "WEARABLE_LOCK_TIMEOUT_SECONDS", 30.0),
         error_budget_fraction=_float(env, "WEARABLE_ERROR_BUDGET_FRACTION", 0.01),
         error_budget_rows=int(_float(env, "WEARABLE_ERROR_BUDGET_ROWS", 1000)),
     )
+
+
+def bucket_url_of(landing: str) -> str | None:
+    """The landing zone's URL when it names a bucket (``s3://BUCKET/PREFIX/``), else None."""
+    scheme, sep, rest = landing.partition("://")
+    if not sep:
+        return None
+    if scheme.lower() not in BUCKET_SCHEMES:
+        raise ConfigError(
+            f"the landing zone {landing!r} is neither a folder nor a bucket URL"
+            f" (the schemes known are {', '.join(s + '://' for s in BUCKET_SCHEMES)})"
+        )
+    if not rest.strip("/"):
+        raise ConfigError(f"the bucket URL {landing!r} names no bucket (s3://BUCKET/PREFIX/)")
+    return f"{scheme.lower()}://{rest}"
+
+
+def endpoint_is_http(bucket_url: str, env: Mapping[str, str]) -> bool:
+    """True when the cloud's endpoint variable says plain http (an S3-compatible server such as
+    MinIO on a private network): allowed because the URL says so, never otherwise."""
+    scheme = bucket_url.partition("://")[0]
+    for name in ENDPOINT_VARIABLES.get(scheme, ()):
+        value = env.get(name, "").strip()
+        if value:
+            return value.lower().startswith("http://")
+    return False
 
 
 def _default_dbt_dir() -> Path:

@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import psycopg
 import structlog
@@ -33,7 +34,8 @@ from watcher.config import Settings
 from watcher.http_endpoint import HttpEndpoint
 from watcher.ingest import is_unrouted
 from watcher.inventory import log_inventory
-from watcher.observer import (
+from watcher.landing import open_zone
+from watcher.landing.observer import (
     EVENT_GRACE_SECONDS,
     Announcements,
     EventCheck,
@@ -44,9 +46,13 @@ from watcher.observer import (
     start_watcher,
     stop_listening,
 )
+from watcher.landing.readiness import CONFIRM_SECONDS, DropTimes, Rules, Settled, Tracker
+from watcher.landing.scanner import inspect_entry
+from watcher.landing.zone import Candidate, LandingZone
 from watcher.pipeline import EXIT_OK, EXIT_USAGE, DatabaseUnavailable, Pipeline
-from watcher.readiness import CONFIRM_SECONDS, DropTimes, Rules, Settled, Tracker
-from watcher.scanner import Candidate, inspect_entry, scan
+
+if TYPE_CHECKING:
+    from watcher.landing.bucket import BucketPoller
 
 log = structlog.get_logger(__name__)
 
@@ -134,6 +140,10 @@ class Daemon:
         self.clock = clock
         self.waker = Waker()
         self.tracker = Tracker(rules_for(settings, polling=False), clock=clock, wake=self.waker.wake)
+        self.zone = open_zone(settings)
+        self.poller = _poller_for(self.zone)
+        """A bucket's listing poller; None for a folder (file events, else polling, and settling)."""
+        self.next_poll = 0.0
         self.immediate: list[tuple[Candidate, str]] = []
         """Entries a scan found that are not read (links, folders named .csv, names no route
         takes): recorded as they are, without settling."""
@@ -188,12 +198,12 @@ class Daemon:
         try:
             log.info(
                 "daemon_starting",
-                data_dir=str(self.settings.data_dir),
+                data_dir=self.settings.landing,
                 debounce_s=self.settings.debounce_seconds,
                 reconcile_s=self.settings.reconcile_seconds,
                 database=self.settings.redacted_database(),
             )
-            log_inventory(self.settings.data_dir, self.pipeline.db.url)
+            log_inventory(self.zone, self.pipeline.db.url)
             self._start_watching()
             self._start_backlog()
             while not self.stop_requested:
@@ -268,6 +278,15 @@ class Daemon:
 
     def _start_watching(self, *, polling_because: str | None = None) -> None:
         """Start the observer (again: after the landing zone was replaced, or to poll)."""
+        if self.poller is not None:
+            self.metrics.set_backend("listing")
+            log.info(
+                "watcher_started",
+                backend="listing",
+                reason=f"a bucket: new keys looked for every {self.settings.polling_interval_seconds:g} s,"
+                f" a full listing every {self.settings.reconcile_seconds:g} s",
+            )
+            return
         if polling_because is not None:
             self.watcher = start_polling(
                 self.settings.data_dir,
@@ -345,6 +364,8 @@ class Daemon:
         if not startup and (self.rescan_requested or now >= self.next_reconcile):
             self._reconcile()
             self._retry_build()
+        elif not startup and self.poller is not None and now >= self.next_poll:
+            self._poll_bucket()
         if now >= self.retry_at:
             batch, deadline = self.tracker.take_settled()
             if batch or self.immediate:
@@ -361,6 +382,8 @@ class Daemon:
         until = min(
             deadline if deadline is not None else math.inf, self.next_reconcile, now + IDLE_TICK_SECONDS
         )
+        if self.poller is not None:
+            until = min(until, max(self.next_poll, now))
         if self.retry_at > now:
             until = min(max(until, self.retry_at), now + IDLE_TICK_SECONDS)
         self.waker.wait(until - now)
@@ -494,7 +517,7 @@ class Daemon:
         events_lost, self.events_lost = self.events_lost, False
         try:
             found, changed = self._seed_from_scan(origin)
-        except (DatabaseUnavailable, psycopg.Error) as exc:
+        except (DatabaseUnavailable, psycopg.Error, OSError) as exc:
             log.warning("scan_failed", step=origin, error=str(exc).splitlines()[0])
             self.next_reconcile = min(self.next_reconcile, self.clock() + 5.0)
             self.event_check.restart(taken_at)
@@ -515,7 +538,9 @@ class Daemon:
         Returns how many entries were new, and the files among them with the time of their last
         change (``st_ctime``), for the event check.
         """
-        waiting = self.pipeline.pending(scan(self.settings.data_dir))
+        if self.poller is not None:
+            return self._take_from_bucket(origin, full=True), []
+        waiting = self.pipeline.pending(self.zone.scan())
         known = {candidate.relative for candidate, _ in self.immediate}
         found = 0
         changed: list[tuple[str, float]] = []
@@ -530,6 +555,40 @@ class Daemon:
                 with contextlib.suppress(OSError):
                     changed.append((str(candidate.path), os.stat(candidate.path).st_ctime))
         return found, changed
+
+    def _poll_bucket(self) -> None:
+        """Between two full listings: the keys after the last one seen, one request when none."""
+        try:
+            found = self._take_from_bucket("event", full=False)
+        except (DatabaseUnavailable, psycopg.Error, OSError) as exc:
+            log.warning("poll_failed", step="poll", error=str(exc).splitlines()[0])
+            return
+        if found:
+            log.info("poll_found_objects", step="poll", files=found)
+
+    def _take_from_bucket(self, origin: str, *, full: bool) -> int:
+        """List the bucket; what the manifest does not know in the version listed joins the next
+        batch as it is (an object is complete once visible). What it knows is remembered: at the
+        next listing it costs no database query."""
+        assert self.poller is not None
+        self.next_poll = self.clock() + self.settings.polling_interval_seconds
+        listed = self.poller.poll(full=full)
+        if not listed:
+            return 0
+        entries = self.pipeline.manifest_snapshot()
+        waiting = self.pipeline.pending(listed, entries)
+        keys = {c.relative for c in waiting}
+        self.poller.remember(
+            c
+            for c in listed
+            if c.relative not in keys
+            and (entry := entries.get(c.relative)) is not None
+            and entry.status != "failed"  # a failed object is looked at again after its back-off
+        )
+        queued = {candidate.relative for candidate, _ in self.immediate}
+        new = [c for c in waiting if c.relative not in queued]
+        self.immediate.extend((c, origin) for c in new)
+        return len(new)
 
     def _check_events(self, changed: list[tuple[str, float]], announced: set[str], now: float) -> None:
         """Files the scan found that no event announced: file events do not arrive, poll instead."""
@@ -557,6 +616,12 @@ class Daemon:
 
     def liveness(self) -> tuple[bool, str]:
         """The process, its observer threads and its loop are alive (called by /healthz)."""
+        if self.poller is not None:
+            if not self.started:
+                return True, "starting"
+            if self.clock() - self.heartbeat > HEARTBEAT_LIMIT_SECONDS and self.pass_started is None:
+                return False, "the main loop has not ticked for a minute"
+            return True, "ok (listing)"
         if self.watcher is None:
             return True, "starting"
         if self.zone_missing:
@@ -602,6 +667,15 @@ class Daemon:
             t for t in (self.tracker.oldest_first_seen(), flight[1] if flight else None) if t is not None
         ]
         return max(0.0, self.clock() - min(times)) if times else 0.0
+
+
+def _poller_for(zone: LandingZone) -> BucketPoller | None:
+    if zone.settles:
+        return None
+    from watcher.landing.bucket import BucketPoller, BucketZone
+
+    assert isinstance(zone, BucketZone)
+    return BucketPoller(zone)
 
 
 def _address(settings: Settings) -> str:

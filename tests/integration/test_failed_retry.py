@@ -31,9 +31,9 @@ from tests.daemon_helpers import (
 )
 from tests.helpers import settings_for_tests
 from watcher import manifest
+from watcher.landing.scanner import scan
 from watcher.metrics import Metrics
 from watcher.pipeline import Pipeline
-from watcher.scanner import scan
 
 LOCKED = "dailyActivity_locked.csv"
 
