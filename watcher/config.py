@@ -30,6 +30,14 @@ ENDPOINT_VARIABLES = {
     "az": ("AZURE_STORAGE_ENDPOINT", "AZURE_ENDPOINT"),
     "gs": (),
 }
+CLOUD_SECRETS = (
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AZURE_STORAGE_ACCOUNT_KEY",
+    "AZURE_STORAGE_SAS_KEY",
+)
+"""Secrets of the object store's standard variables (read by its client, never by this program):
+hidden from the logs like the database password."""
 DBT_TEST_MODES = ("after", "gate")
 
 
@@ -295,6 +303,8 @@ def secrets_to_hide(settings: Settings, env: Mapping[str, str] | None = None) ->
     found = []
     if env.get("DB_PASSWORD"):
         found.append(env["DB_PASSWORD"])
+    if settings.bucket_url is not None:
+        found.extend(env[name] for name in CLOUD_SECRETS if env.get(name))
     if settings.database_url:
         try:
             password = conninfo_to_dict(settings.database_url).get("password")
