@@ -144,6 +144,8 @@ class Daemon:
         self.poller = _poller_for(self.zone)
         """A bucket's listing poller; None for a folder (file events, else polling, and settling)."""
         self.next_poll = 0.0
+        self.listing_problem: str | None = None
+        """Why the bucket could not be listed, until a listing succeeds (for /readyz)."""
         self.immediate: list[tuple[Candidate, str]] = []
         """Entries a scan found that are not read (links, folders named .csv, names no route
         takes): recorded as they are, without settling."""
@@ -408,7 +410,7 @@ class Daemon:
             return  # what is not loaded stays in the landing zone for the next start
         origins = {item.origin for item in batch} | {origin for _, origin in extra}
         trigger = "startup" if "startup" in origins else "event" if "event" in origins else "reconcile"
-        drop_times = self._drop_times(batch)
+        drop_times = self._drop_times(batch) | _object_drop_times(extra)
         for item in batch:
             if item.forced:
                 log.warning("file_settled_without_close", path=_relative(self.settings, item.path))
@@ -518,6 +520,8 @@ class Daemon:
         try:
             found, changed = self._seed_from_scan(origin)
         except (DatabaseUnavailable, psycopg.Error, OSError) as exc:
+            if isinstance(exc, OSError):
+                self.listing_problem = str(exc).splitlines()[0]
             log.warning("scan_failed", step=origin, error=str(exc).splitlines()[0])
             self.next_reconcile = min(self.next_reconcile, self.clock() + 5.0)
             self.event_check.restart(taken_at)
@@ -561,6 +565,8 @@ class Daemon:
         try:
             found = self._take_from_bucket("event", full=False)
         except (DatabaseUnavailable, psycopg.Error, OSError) as exc:
+            if isinstance(exc, OSError):
+                self.listing_problem = str(exc).splitlines()[0]
             log.warning("poll_failed", step="poll", error=str(exc).splitlines()[0])
             return
         if found:
@@ -573,6 +579,7 @@ class Daemon:
         assert self.poller is not None
         self.next_poll = self.clock() + self.settings.polling_interval_seconds
         listed = self.poller.poll(full=full)
+        self.listing_problem = None
         if not listed:
             return 0
         entries = self.pipeline.manifest_snapshot()
@@ -649,6 +656,8 @@ class Daemon:
             return False, f"waiting for a lock on {', '.join(waits)}"
         if self.pipeline.lock_problem:
             return False, self.pipeline.lock_problem
+        if self.listing_problem:
+            return False, f"the landing zone cannot be listed: {self.listing_problem}"
         if self.problem:
             return False, f"the last batch could not run: {self.problem}"
         if self.pipeline.last_build_failed:
@@ -667,6 +676,16 @@ class Daemon:
             t for t in (self.tracker.oldest_first_seen(), flight[1] if flight else None) if t is not None
         ]
         return max(0.0, self.clock() - min(times)) if times else 0.0
+
+
+def _object_drop_times(entries: list[tuple[Candidate, str]]) -> dict[str, DropTimes]:
+    """An object found by a poll was complete when it was put: its drop time is its Last-Modified
+    (whole seconds), and it settled then too. The backlog at start has no drop to time."""
+    return {
+        candidate.relative: DropTimes(candidate.version.st_ctime, candidate.version.st_ctime)
+        for candidate, origin in entries
+        if origin == "event" and candidate.version is not None and candidate.version.etag is not None
+    }
 
 
 def _poller_for(zone: LandingZone) -> BucketPoller | None:

@@ -80,7 +80,11 @@ def log_inventory(zone: LandingZone, url: str) -> Inventory:
             known = {e.source_path: e for e in all_entries(conn)}
     except psycopg.Error:
         known = None
-    inventory = take_inventory(zone.url, zone.scan(), known)
+    try:
+        inventory = take_inventory(zone.url, zone.scan(), known)
+    except OSError as exc:  # a bucket that does not answer (the folder's scan reports, never raises)
+        log.warning("landing_zone_unreadable", step="startup", landing=zone.url, error=str(exc)[:500])
+        return Inventory(zone.url, 0, 0, 0)
     log.info(
         "landing_zone_inventory",
         step="startup",
