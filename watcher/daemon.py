@@ -578,12 +578,17 @@ class Daemon:
         next listing it costs no database query."""
         assert self.poller is not None
         self.next_poll = self.clock() + self.settings.polling_interval_seconds
+        cursor = self.poller.last_key
         listed = self.poller.poll(full=full)
         self.listing_problem = None
         if not listed:
             return 0
-        entries = self.pipeline.manifest_snapshot()
-        waiting = self.pipeline.pending(listed, entries)
+        try:
+            entries = self.pipeline.manifest_snapshot()
+            waiting = self.pipeline.pending(listed, entries)
+        except BaseException:
+            self.poller.last_key = cursor  # not queued: the next poll lists them again
+            raise
         keys = {c.relative for c in waiting}
         self.poller.remember(
             c
