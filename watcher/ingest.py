@@ -145,9 +145,10 @@ def retry_delay(failed_attempts: int, base_seconds: float) -> float:
 
 def retry_due(entry: ManifestEntry, info: Version, now: datetime, base_seconds: float) -> bool:
     """A failed file is read again once it changed (size, modification time or mode: a ``chmod``
-    that makes it readable counts) or once its back-off is over; ``reprocess`` reads it at once."""
-    recorded = (entry.size_bytes, entry.mtime_ns, entry.file_mode)
-    current = (info.st_size, info.st_mtime_ns, info.st_mode)
+    that makes it readable counts; for an object, its ETag too) or once its back-off is over;
+    ``reprocess`` reads it at once."""
+    recorded = (entry.size_bytes, entry.mtime_ns, entry.file_mode, entry.etag)
+    current = (info.st_size, info.st_mtime_ns, info.st_mode, info.etag)
     if any(old is not None and old != new for old, new in zip(recorded, current, strict=True)):
         return True
     if entry.updated_at is None:

@@ -161,6 +161,13 @@ def test_the_object_stream_reads_lines_and_goes_back_to_its_start(
         with pytest.raises(io.UnsupportedOperation):
             handle.seek(5_000_000)
     assert list(zone.scan(after="x/sleepDay_big.csv")) == []
+    # Overwritten after the listing: the GET asks for the version listed (If-Match) and fails.
+    s3.put(bucket, "p/x/sleepDay_big.csv", body[:1000])
+    with pytest.raises(OSError, match="changed while it was being read"):
+        candidate.open()
+    (fresh,) = list(zone.scan())
+    with fresh.open() as handle:
+        assert handle.read() == body[:1000]
     with pytest.raises(FileNotFoundError):
         zone.candidate("x/missing.csv").stat()
 

@@ -101,6 +101,12 @@ class BucketZone:
         return Candidate(self.key(relative), relative, None, None, self)
 
     def stat(self, candidate: Candidate) -> Version:
+        """The version a listing gave is the version read: ``open`` asks for that ETag (If-Match),
+        so the bytes are that version's or the read fails as a changed object. One GET per object
+        then, instead of a HEAD before and after it. Without a listed version (``reprocess``), a
+        HEAD."""
+        if candidate.version is not None and candidate.version.etag is not None:
+            return candidate.version
         try:
             meta = obstore.head(self.store, candidate.relative)
         except FileNotFoundError:
@@ -116,7 +122,8 @@ class BucketZone:
 
     def open(self, candidate: Candidate) -> BinaryIO:
         try:
-            return open_object(self.store, candidate.relative)
+            etag = candidate.version.etag if candidate.version is not None else None
+            return open_object(self.store, candidate.relative, etag)
         except FileNotFoundError as exc:
             raise FileProblem("the object disappeared before it could be read", status="failed") from exc
         except OSError:

@@ -3,7 +3,8 @@
 The GET streams in chunks of ``CHUNK_BYTES``: memory stays bounded by a chunk and the buffer,
 whatever the object's size, and nothing touches the disk. ``seek(0)`` (the checked path reads a
 file again from its start) issues a new GET that must match the first one's ETag: the bytes read
-the second time are those of the same version, or the read fails as a changed file.
+the second time are those of the same version, or the read fails as a changed file. Given the
+ETag a listing showed, the first GET asks for that version too.
 """
 
 from __future__ import annotations
@@ -25,11 +26,13 @@ class ObjectChanged(OSError):
 
 
 class ObjectStream(io.RawIOBase):
-    def __init__(self, store: ObjectStore, key: str) -> None:
+    """``etag``: the version to read (If-Match); None: the current one, then that one again."""
+
+    def __init__(self, store: ObjectStore, key: str, etag: str | None = None) -> None:
         super().__init__()
         self._store = store
         self._key = key
-        self._etag: str | None = None
+        self._etag = etag
         self._chunks: Iterator[Any] = iter(())
         self._pending = memoryview(b"")
         self._position = 0
@@ -85,8 +88,8 @@ class ObjectStream(io.RawIOBase):
         raise io.UnsupportedOperation("an object stream only goes back to its start")
 
 
-def open_object(store: ObjectStore, key: str) -> io.BufferedReader:
-    return io.BufferedReader(ObjectStream(store, key), buffer_size=BUFFER_BYTES)
+def open_object(store: ObjectStore, key: str, etag: str | None = None) -> io.BufferedReader:
+    return io.BufferedReader(ObjectStream(store, key, etag), buffer_size=BUFFER_BYTES)
 
 
 def first_line(exc: BaseException) -> str:
