@@ -25,7 +25,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING
 
 import psycopg
 import structlog
@@ -48,11 +47,8 @@ from watcher.landing.observer import (
 )
 from watcher.landing.readiness import CONFIRM_SECONDS, DropTimes, Rules, Settled, Tracker
 from watcher.landing.scanner import inspect_entry
-from watcher.landing.zone import Candidate, LandingZone
+from watcher.landing.zone import Candidate, ChangeSource, LandingZone
 from watcher.pipeline import EXIT_OK, EXIT_USAGE, DatabaseUnavailable, Pipeline
-
-if TYPE_CHECKING:
-    from watcher.landing.bucket import BucketPoller
 
 log = structlog.get_logger(__name__)
 
@@ -142,7 +138,8 @@ class Daemon:
         self.tracker = Tracker(rules_for(settings, polling=False), clock=clock, wake=self.waker.wake)
         self.zone = open_zone(settings)
         self.poller = _poller_for(self.zone)
-        """A bucket's listing poller; None for a folder (file events, else polling, and settling)."""
+        """What notices a bucket's changes (its listing); None for a folder (file events, else
+        polling, and settling)."""
         self.next_poll = 0.0
         self.listing_problem: str | None = None
         """Why the bucket could not be listed, until a listing succeeds (for /readyz)."""
@@ -578,7 +575,6 @@ class Daemon:
         next listing it costs no database query."""
         assert self.poller is not None
         self.next_poll = self.clock() + self.settings.polling_interval_seconds
-        cursor = self.poller.last_key
         listed = self.poller.poll(full=full)
         self.listing_problem = None
         if not listed:
@@ -587,7 +583,7 @@ class Daemon:
             entries = self.pipeline.manifest_snapshot()
             waiting = self.pipeline.pending(listed, entries)
         except BaseException:
-            self.poller.last_key = cursor  # not queued: the next poll lists them again
+            self.poller.retract()  # not queued: the next poll lists them again
             raise
         keys = {c.relative for c in waiting}
         self.poller.remember(
@@ -693,7 +689,7 @@ def _object_drop_times(entries: list[tuple[Candidate, str]]) -> dict[str, DropTi
     }
 
 
-def _poller_for(zone: LandingZone) -> BucketPoller | None:
+def _poller_for(zone: LandingZone) -> ChangeSource | None:
     if zone.settles:
         return None
     from watcher.landing.bucket import BucketPoller, BucketZone

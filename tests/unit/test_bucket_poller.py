@@ -57,3 +57,14 @@ def test_what_the_manifest_knows_costs_nothing_until_it_changes() -> None:
     del listing.objects["b.csv"]
     poller.poll(full=True)
     assert "b.csv" not in poller.known  # gone: should it come back, it is looked at again
+
+
+def test_a_poll_whose_objects_could_not_be_queued_is_listed_again() -> None:
+    listing = FakeListing()
+    poller = BucketPoller(listing)  # type: ignore[arg-type]
+    listing.put("a.csv", 10, "e1")
+    poller.poll(full=True)
+    listing.put("b.csv", 10, "e2")
+    assert names(poller.poll(full=False)) == ["b.csv"]
+    poller.retract()  # say, the database did not answer
+    assert names(poller.poll(full=False)) == ["b.csv"]

@@ -147,9 +147,11 @@ class BucketPoller:
         self.zone = zone
         self.known: dict[str, Version] = {}
         self.last_key: str | None = None
+        self._key_before: str | None = None
 
     def poll(self, *, full: bool) -> list[Candidate]:
         """The objects that are new or changed since this process last looked."""
+        self._key_before = self.last_key
         listed = list(self.zone.scan(None if full else self.last_key))
         if listed:
             self.last_key = max(self.last_key or "", listed[-1].relative)
@@ -157,6 +159,9 @@ class BucketPoller:
             present = {c.relative for c in listed}
             self.known = {k: v for k, v in self.known.items() if k in present}
         return [c for c in listed if self.known.get(c.relative) != c.version]
+
+    def retract(self) -> None:
+        self.last_key = self._key_before
 
     def remember(self, candidates: Iterable[Candidate]) -> None:
         """These objects are in the manifest in the version listed: no need to look again."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 from typing import BinaryIO, Protocol
@@ -69,6 +69,27 @@ class LandingZone(EntryReader, Protocol):
 
     def candidate(self, relative: str) -> Candidate:
         """The entry of this relative name (say, for ``reprocess``), whether or not it exists."""
+        ...
+
+
+class ChangeSource(Protocol):
+    """Notices the new and changed entries of a zone whose entries need no settling (a bucket).
+
+    The bucket's listing poller is one; a queue fed by the bucket's event notifications (SQS,
+    Pub/Sub, Event Grid) would be another, its ``poll`` returning the entries its messages name,
+    with the full listing kept as the backstop.
+    """
+
+    def poll(self, *, full: bool) -> list[Candidate]:
+        """Entries new or changed since the last poll; ``full``: look at every entry again."""
+        ...
+
+    def remember(self, candidates: Iterable[Candidate]) -> None:
+        """These entries are in the manifest in the version polled: no need to look again."""
+        ...
+
+    def retract(self) -> None:
+        """The last poll's entries could not be queued: the next poll returns them again."""
         ...
 
 
