@@ -9,7 +9,14 @@ from pathlib import Path
 
 import structlog
 
-from watcher.config import ConfigError, Overrides, build_settings, log_settings, secrets_to_hide
+from watcher.config import (
+    ConfigError,
+    Overrides,
+    build_settings,
+    clear_empty_cloud_variables,
+    log_settings,
+    secrets_to_hide,
+)
 from watcher.logsetup import configure_logging
 from watcher.pipeline import EXIT_INFRASTRUCTURE, EXIT_USAGE
 
@@ -163,6 +170,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"wearable-pipeline: configuration error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     configure_logging(fmt, level, secrets_to_hide(settings))
+    if settings.bucket_url is not None and (cleared := clear_empty_cloud_variables()):
+        log.debug("empty_cloud_variables_ignored", variables=sorted(cleared))
     if args.command == "watch":
         from watcher.landing import open_zone
 

@@ -8,7 +8,8 @@ variables.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+import re
+from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
@@ -30,6 +31,7 @@ ENDPOINT_VARIABLES = {
     "az": ("AZURE_STORAGE_ENDPOINT", "AZURE_ENDPOINT"),
     "gs": (),
 }
+CLOUD_PREFIXES = ("AWS_", "GOOGLE_", "AZURE_")
 CLOUD_SECRETS = (
     "AWS_SECRET_ACCESS_KEY",
     "AWS_SESSION_TOKEN",
@@ -226,6 +228,8 @@ def build_settings(overrides: Overrides, env: Mapping[str, str] | None = None) -
         )
     if poll <= 0:
         raise ConfigError(f"the poll interval must be more than 0 seconds, got {poll:g}")
+    if bucket_url is not None:
+        checked_endpoints(bucket_url, env)
     pgdata_dir = Path(overrides.pgdata_dir or env.get("WEARABLE_PGDATA") or ".pgdata")
     dbt_dir = Path(overrides.dbt_project_dir or env.get("WEARABLE_DBT_PROJECT_DIR") or _default_dbt_dir())
     metrics_raw = overrides.metrics_addr or env.get("WEARABLE_METRICS_ADDR") or DEFAULT_METRICS_ADDR
@@ -269,6 +273,30 @@ def bucket_url_of(landing: str) -> str | None:
     if not rest.strip("/"):
         raise ConfigError(f"the bucket URL {landing!r} names no bucket (s3://BUCKET/PREFIX/)")
     return f"{scheme.lower()}://{rest}"
+
+
+def checked_endpoints(bucket_url: str, env: Mapping[str, str]) -> None:
+    """An endpoint variable that is set must be an http(s) URL: the object store's client stops
+    the process on anything else (a panic, not an error)."""
+    for name in ENDPOINT_VARIABLES.get(bucket_url.partition("://")[0], ()):
+        value = env.get(name, "").strip()
+        if value and not re.fullmatch(r"https?://[^\s/]+(/\S*)?", value):
+            raise ConfigError(f"{name} must be an http:// or https:// URL, got {value!r}")
+
+
+def clear_empty_cloud_variables(env: MutableMapping[str, str] | None = None) -> list[str]:
+    """Remove the cloud's variables that are set but empty, and return their names.
+
+    Compose passes a variable that is not set as an empty one; the object store's client, which
+    reads these variables itself, takes an empty ``AWS_ENDPOINT_URL`` or ``AWS_ACCESS_KEY_ID`` as
+    a value (a URL it cannot parse, a key that signs nothing) instead of falling back to its
+    default (AWS itself, the role of the pod or task). Empty means unset, as in a shell.
+    """
+    env = os.environ if env is None else env
+    names = [name for name, value in env.items() if name.startswith(CLOUD_PREFIXES) and not value.strip()]
+    for name in names:
+        del env[name]
+    return names
 
 
 def endpoint_is_http(bucket_url: str, env: Mapping[str, str]) -> bool:

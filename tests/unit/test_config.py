@@ -151,3 +151,19 @@ def test_cloud_secrets_are_hidden_for_a_bucket() -> None:
     env = {"AWS_SECRET_ACCESS_KEY": "very-secret", "AWS_SESSION_TOKEN": "tok"}
     bucket = build_settings(Overrides(data_dir="s3://b/"), env={})
     assert set(secrets_to_hide(bucket, env=env)) == {"very-secret", "tok"}
+
+
+def test_an_endpoint_that_is_no_url_is_a_configuration_error() -> None:
+    for bad in ("foo", "minio:9000", "ftp://minio"):
+        with pytest.raises(ConfigError, match="AWS_ENDPOINT_URL must be an http"):
+            build_settings(Overrides(data_dir="s3://b/"), env={"AWS_ENDPOINT_URL": bad})
+    ok = build_settings(Overrides(data_dir="s3://b/"), env={"AWS_ENDPOINT_URL": "http://minio:9000/"})
+    assert ok.allow_http
+
+
+def test_empty_cloud_variables_count_as_unset() -> None:
+    from watcher.config import clear_empty_cloud_variables
+
+    env = {"AWS_ENDPOINT_URL": "", "AWS_ACCESS_KEY_ID": " ", "AWS_REGION": "eu-west-1", "DB_HOST": ""}
+    assert sorted(clear_empty_cloud_variables(env)) == ["AWS_ACCESS_KEY_ID", "AWS_ENDPOINT_URL"]
+    assert env == {"AWS_REGION": "eu-west-1", "DB_HOST": ""}
