@@ -239,3 +239,16 @@ def test_two_daemons_on_one_bucket_load_100_new_objects_exactly_once(
     assert loads == (101, 100), loads  # the overwritten object's first load was replaced
     assert rows == (201, 201), rows
     assert sum(int(n or 0) for _, n in by_instance) == 101, by_instance
+
+
+def test_a_bucket_that_cannot_be_listed_stops_the_start_with_the_reason(
+    s3: S3Server, migrated_url: str
+) -> None:
+    done = run_cli(
+        ["watch", "--once", "--no-dbt", "--data-dir", "s3://no-such-bucket-here/exports/"],
+        migrated_url,
+        extra_env=s3.env,
+    )
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "the bucket s3://no-such-bucket-here/exports/ cannot be listed" in done.stderr
+    assert "NoSuchBucket" in done.stderr or "404" in done.stderr, done.stderr[-2000:]

@@ -14,7 +14,7 @@ queue fed by the bucket's notifications) would be another poller: candidates in,
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, BinaryIO
 
@@ -56,6 +56,9 @@ class BucketZone:
                 "read_timeout": "60s",  # a stalled read fails; a long one does not
                 "timeout": "24h",  # the whole GET of a large object streaming into COPY
             },
+            # A request that fails on a connection or a 5xx is tried again for 30 s at most (the
+            # client's default, 3 minutes, would hold a start or a pass that long).
+            retry_config={"max_retries": 5, "retry_timeout": timedelta(seconds=30)},
         )
         prefix = getattr(self.store, "prefix", None)  # the URL's path, as the store parsed it
         self.prefix = PurePosixPath(str(prefix)) if prefix else None
