@@ -152,9 +152,9 @@ def pipeline_load(url: str, lake: Path) -> tuple[float, Any]:
 
     from watcher.config import Overrides, build_settings
     from watcher.database import migrate
+    from watcher.landing.scanner import scan
     from watcher.metrics import Metrics
     from watcher.pipeline import Pipeline
-    from watcher.scanner import scan
 
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("DROP TABLE IF EXISTS bench_copy")

@@ -96,7 +96,7 @@ class DaemonProcess:
 
     def __init__(
         self,
-        data_dir: Path,
+        data_dir: Path | str,
         database_url: str,
         log_path: Path,
         *,

@@ -9,7 +9,14 @@ from pathlib import Path
 
 import structlog
 
-from watcher.config import ConfigError, Overrides, build_settings, log_settings, secrets_to_hide
+from watcher.config import (
+    ConfigError,
+    Overrides,
+    build_settings,
+    clear_empty_cloud_variables,
+    log_settings,
+    secrets_to_hide,
+)
 from watcher.logsetup import configure_logging
 from watcher.pipeline import EXIT_INFRASTRUCTURE, EXIT_USAGE
 
@@ -38,7 +45,12 @@ class _Parser(argparse.ArgumentParser):
 
 def _common(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("connection and locations")
-    group.add_argument("--data-dir", help="landing zone (default data_lake/; env WEARABLE_DATA_DIR)")
+    group.add_argument(
+        "--data-dir",
+        help="landing zone: a folder (default data_lake/) or a bucket URL, s3://BUCKET/PREFIX/, gs://"
+        " or az:// (env WEARABLE_DATA_DIR); a bucket's credentials and endpoint come from the cloud's"
+        " standard variables (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_REGION, AWS_ENDPOINT_URL)",
+    )
     group.add_argument(
         "--database-url",
         help="PostgreSQL URL (env DATABASE_URL or DB_*); none: embedded server. Other users see a"
@@ -79,6 +91,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--no-dbt", action="store_true", help="load only; skip the dbt build (env WEARABLE_NO_DBT)"
     )
     watch.add_argument("--polling", action="store_true", help="poll the folder instead of OS events")
+    watch.add_argument(
+        "--poll-interval",
+        type=float,
+        help="seconds between two looks at a polled folder (default 1) or a bucket's listing (default 10;"
+        " env WEARABLE_POLL_INTERVAL)",
+    )
     watch.add_argument("--metrics-addr", help="HOST:PORT for /metrics (default 127.0.0.1:9108; 'off')")
     watch.add_argument("--debounce", type=float, help="seconds a file must stay unchanged (default 1)")
     watch.add_argument("--reconcile-interval", type=float, help="seconds between backstop scans (60)")
@@ -132,6 +150,7 @@ def _overrides(args: argparse.Namespace) -> Overrides:
         debounce_seconds=getattr(args, "debounce", None),
         reconcile_seconds=getattr(args, "reconcile_interval", None),
         polling=getattr(args, "polling", False),
+        poll_interval_seconds=getattr(args, "poll_interval", None),
     )
 
 
@@ -151,9 +170,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"wearable-pipeline: configuration error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     configure_logging(fmt, level, secrets_to_hide(settings))
-    if args.command == "watch" and not settings.data_dir.is_dir():
-        print(f"wearable-pipeline: the data directory does not exist: {settings.data_dir}", file=sys.stderr)
-        return EXIT_USAGE
+    if settings.bucket_url is not None and (cleared := clear_empty_cloud_variables()):
+        log.debug("empty_cloud_variables_ignored", variables=sorted(cleared))
+    if args.command == "watch":
+        from watcher.landing import open_zone
+
+        try:
+            problem = open_zone(settings).exists()
+        except ConfigError as exc:
+            problem = f"configuration error: {exc}"
+        if problem is not None:
+            print(f"wearable-pipeline: {problem}", file=sys.stderr)
+            return EXIT_USAGE
     from watcher.commands import run_command
 
     try:

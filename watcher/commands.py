@@ -20,13 +20,14 @@ from watcher.database import (
     database_url,
     migrate,
 )
+from watcher.landing import open_zone
+from watcher.landing.readiness import ONCE_SETTLE_WINDOWS, Rules, wait_until_settled
+from watcher.landing.zone import Candidate
 from watcher.libpq_env import dbt_cannot_use_database
 from watcher.metrics import Metrics
 from watcher.pipeline import EXIT_INFRASTRUCTURE, EXIT_USAGE, Pipeline
-from watcher.readiness import ONCE_SETTLE_WINDOWS, Rules, wait_until_settled
 from watcher.retry import is_transient, transient_retrying
 from watcher.routes import route_for
-from watcher.scanner import Candidate, inspect_entry, scan
 from watcher.transform import Transformer
 
 log = structlog.get_logger(__name__)
@@ -127,10 +128,16 @@ def make_pipeline(settings: Settings, url: str, *, show_progress: bool = False) 
 
 def _once(settings: Settings, url: str, as_json: bool) -> int:
     """One pass over what the manifest does not know; files still being written stay unread."""
+    zone = open_zone(settings)
     pipeline = make_pipeline(settings, url, show_progress=True)
     try:
-        waiting = pipeline.pending(scan(settings.data_dir))
-        ready, changing = _settled_for_once(settings, waiting)
+        try:
+            listed = list(zone.scan())
+        except OSError as exc:  # the bucket did not answer (the folder's scan reports, never raises)
+            log.error("landing_zone_unreadable", step="once", landing=zone.url, error=str(exc)[:500])
+            return EXIT_INFRASTRUCTURE
+        waiting = pipeline.pending(listed)
+        ready, changing = _settled_for_once(settings, waiting) if zone.settles else (waiting, [])
         result = pipeline.run_pass(ready, "once", json_output=as_json)
     finally:
         pipeline.close()
@@ -189,7 +196,8 @@ def _reprocess(args: argparse.Namespace, settings: Settings, url: str) -> int:
         print(f"wearable-pipeline reprocess: {what}", file=sys.stderr)
         return EXIT_USAGE
     loaded = [p for p in chosen if entries[p].status == "loaded"]
-    candidates = [inspect_entry(settings.data_dir, settings.data_dir / p) for p in chosen if p not in loaded]
+    zone = open_zone(settings)
+    candidates = [zone.candidate(p) for p in chosen if p not in loaded]
     pipeline = make_pipeline(settings, url)
     try:
         result = pipeline.run_pass(candidates, "reprocess", json_output=args.json, force=True)

@@ -8,7 +8,8 @@ variables.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+import re
+from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
@@ -21,6 +22,24 @@ class ConfigError(ValueError):
 
 
 DEFAULT_METRICS_ADDR = "127.0.0.1:9108"
+BUCKET_SCHEMES = ("s3", "gs", "az")
+FOLDER_POLL_SECONDS = 1.0
+BUCKET_POLL_SECONDS = 10.0
+"""A bucket is listed this often by default: a poll between two full listings is one request."""
+ENDPOINT_VARIABLES = {
+    "s3": ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_ENDPOINT"),
+    "az": ("AZURE_STORAGE_ENDPOINT", "AZURE_ENDPOINT"),
+    "gs": (),
+}
+CLOUD_PREFIXES = ("AWS_", "GOOGLE_", "AZURE_")
+CLOUD_SECRETS = (
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AZURE_STORAGE_ACCOUNT_KEY",
+    "AZURE_STORAGE_SAS_KEY",
+)
+"""Secrets of the object store's standard variables (read by its client, never by this program):
+hidden from the logs like the database password."""
 DBT_TEST_MODES = ("after", "gate")
 
 
@@ -29,6 +48,7 @@ class Settings:
     database_url: str | None
     """Connection string for an external PostgreSQL; None means: start the embedded one."""
     data_dir: Path
+    """The landing folder (unused when ``bucket_url`` is set)."""
     pgdata_dir: Path
     dbt_project_dir: Path
     run_dbt: bool = True
@@ -49,7 +69,16 @@ class Settings:
     error_budget_fraction: float = 0.01
     error_budget_rows: int = 1000
     max_line_bytes: int = 1 << 20
+    bucket_url: str | None = None
+    """The landing zone as a bucket (``s3://BUCKET/PREFIX/``, ``gs://``, ``az://``); None: the folder."""
+    allow_http: bool = False
+    """The object store's endpoint is plain http (an ``AWS_ENDPOINT_URL`` that says so)."""
     instance: str = field(default_factory=lambda: f"{os.uname().nodename}:{os.getpid()}")
+
+    @property
+    def landing(self) -> str:
+        """The landing zone as the logs name it: the bucket URL or the absolute folder."""
+        return self.bucket_url or str(self.data_dir)
 
     def redacted_database(self) -> str:
         """The database location for logs, never with its password."""
@@ -173,6 +202,7 @@ class Overrides:
     debounce_seconds: float | None = None
     reconcile_seconds: float | None = None
     polling: bool = False
+    poll_interval_seconds: float | None = None
 
 
 def build_settings(overrides: Overrides, env: Mapping[str, str] | None = None) -> Settings:
@@ -186,9 +216,20 @@ def build_settings(overrides: Overrides, env: Mapping[str, str] | None = None) -
         database_url = database_url_from_file(overrides.database_url_file, "--database-url-file")
     else:
         database_url = database_url_from_env(env)
-    data_dir = Path(
+    landing = (
         overrides.data_dir or env.get("WEARABLE_DATA_DIR") or env.get("PIPELINE_DATA_DIR") or "data_lake"
     )
+    bucket_url = bucket_url_of(landing)
+    data_dir = Path("data_lake" if bucket_url else landing)
+    poll = overrides.poll_interval_seconds
+    if poll is None:
+        poll = _float(
+            env, "WEARABLE_POLL_INTERVAL", BUCKET_POLL_SECONDS if bucket_url else FOLDER_POLL_SECONDS
+        )
+    if poll <= 0:
+        raise ConfigError(f"the poll interval must be more than 0 seconds, got {poll:g}")
+    if bucket_url is not None:
+        checked_endpoints(bucket_url, env)
     pgdata_dir = Path(overrides.pgdata_dir or env.get("WEARABLE_PGDATA") or ".pgdata")
     dbt_dir = Path(overrides.dbt_project_dir or env.get("WEARABLE_DBT_PROJECT_DIR") or _default_dbt_dir())
     metrics_raw = overrides.metrics_addr or env.get("WEARABLE_METRICS_ADDR") or DEFAULT_METRICS_ADDR
@@ -209,11 +250,64 @@ def build_settings(overrides: Overrides, env: Mapping[str, str] | None = None) -
             reconcile if reconcile is not None else _float(env, "WEARABLE_RECONCILE_SECONDS", 60.0)
         ),
         force_polling=overrides.polling or _bool(env, "WEARABLE_POLLING"),
+        polling_interval_seconds=poll,
+        bucket_url=bucket_url,
+        allow_http=bucket_url is not None and endpoint_is_http(bucket_url, env),
         retry_total_seconds=_float(env, "WEARABLE_RETRY_SECONDS", 60.0),
         lock_timeout_seconds=_float(env, "WEARABLE_LOCK_TIMEOUT_SECONDS", 30.0),
         error_budget_fraction=_float(env, "WEARABLE_ERROR_BUDGET_FRACTION", 0.01),
         error_budget_rows=int(_float(env, "WEARABLE_ERROR_BUDGET_ROWS", 1000)),
     )
+
+
+def bucket_url_of(landing: str) -> str | None:
+    """The landing zone's URL when it names a bucket (``s3://BUCKET/PREFIX/``), else None."""
+    scheme, sep, rest = landing.partition("://")
+    if not sep:
+        return None
+    if scheme.lower() not in BUCKET_SCHEMES:
+        raise ConfigError(
+            f"the landing zone {landing!r} is neither a folder nor a bucket URL"
+            f" (the schemes known are {', '.join(s + '://' for s in BUCKET_SCHEMES)})"
+        )
+    if not rest.strip("/"):
+        raise ConfigError(f"the bucket URL {landing!r} names no bucket (s3://BUCKET/PREFIX/)")
+    return f"{scheme.lower()}://{rest}"
+
+
+def checked_endpoints(bucket_url: str, env: Mapping[str, str]) -> None:
+    """An endpoint variable that is set must be an http(s) URL: the object store's client stops
+    the process on anything else (a panic, not an error)."""
+    for name in ENDPOINT_VARIABLES.get(bucket_url.partition("://")[0], ()):
+        value = env.get(name, "").strip()
+        if value and not re.fullmatch(r"https?://[^\s/]+(/\S*)?", value):
+            raise ConfigError(f"{name} must be an http:// or https:// URL, got {value!r}")
+
+
+def clear_empty_cloud_variables(env: MutableMapping[str, str] | None = None) -> list[str]:
+    """Remove the cloud's variables that are set but empty, and return their names.
+
+    Compose passes a variable that is not set as an empty one; the object store's client, which
+    reads these variables itself, takes an empty ``AWS_ENDPOINT_URL`` or ``AWS_ACCESS_KEY_ID`` as
+    a value (a URL it cannot parse, a key that signs nothing) instead of falling back to its
+    default (AWS itself, the role of the pod or task). Empty means unset, as in a shell.
+    """
+    env = os.environ if env is None else env
+    names = [name for name, value in env.items() if name.startswith(CLOUD_PREFIXES) and not value.strip()]
+    for name in names:
+        del env[name]
+    return names
+
+
+def endpoint_is_http(bucket_url: str, env: Mapping[str, str]) -> bool:
+    """True when the cloud's endpoint variable says plain http (an S3-compatible server such as
+    MinIO on a private network): allowed because the URL says so, never otherwise."""
+    scheme = bucket_url.partition("://")[0]
+    for name in ENDPOINT_VARIABLES.get(scheme, ()):
+        value = env.get(name, "").strip()
+        if value:
+            return value.lower().startswith("http://")
+    return False
 
 
 def _default_dbt_dir() -> Path:
@@ -237,6 +331,8 @@ def secrets_to_hide(settings: Settings, env: Mapping[str, str] | None = None) ->
     found = []
     if env.get("DB_PASSWORD"):
         found.append(env["DB_PASSWORD"])
+    if settings.bucket_url is not None:
+        found.extend(env[name] for name in CLOUD_SECRETS if env.get(name))
     if settings.database_url:
         try:
             password = conninfo_to_dict(settings.database_url).get("password")

@@ -33,7 +33,8 @@ from watcher.config import Settings
 from watcher.http_endpoint import HttpEndpoint
 from watcher.ingest import is_unrouted
 from watcher.inventory import log_inventory
-from watcher.observer import (
+from watcher.landing import open_zone
+from watcher.landing.observer import (
     EVENT_GRACE_SECONDS,
     Announcements,
     EventCheck,
@@ -44,9 +45,10 @@ from watcher.observer import (
     start_watcher,
     stop_listening,
 )
+from watcher.landing.readiness import CONFIRM_SECONDS, DropTimes, Rules, Settled, Tracker
+from watcher.landing.scanner import inspect_entry
+from watcher.landing.zone import Candidate, ChangeSource, LandingZone
 from watcher.pipeline import EXIT_OK, EXIT_USAGE, DatabaseUnavailable, Pipeline
-from watcher.readiness import CONFIRM_SECONDS, DropTimes, Rules, Settled, Tracker
-from watcher.scanner import Candidate, inspect_entry, scan
 
 log = structlog.get_logger(__name__)
 
@@ -134,6 +136,13 @@ class Daemon:
         self.clock = clock
         self.waker = Waker()
         self.tracker = Tracker(rules_for(settings, polling=False), clock=clock, wake=self.waker.wake)
+        self.zone = open_zone(settings)
+        self.poller = _poller_for(self.zone)
+        """What notices a bucket's changes (its listing); None for a folder (file events, else
+        polling, and settling)."""
+        self.next_poll = 0.0
+        self.listing_problem: str | None = None
+        """Why the bucket could not be listed, until a listing succeeds (for /readyz)."""
         self.immediate: list[tuple[Candidate, str]] = []
         """Entries a scan found that are not read (links, folders named .csv, names no route
         takes): recorded as they are, without settling."""
@@ -188,12 +197,12 @@ class Daemon:
         try:
             log.info(
                 "daemon_starting",
-                data_dir=str(self.settings.data_dir),
+                data_dir=self.settings.landing,
                 debounce_s=self.settings.debounce_seconds,
                 reconcile_s=self.settings.reconcile_seconds,
                 database=self.settings.redacted_database(),
             )
-            log_inventory(self.settings.data_dir, self.pipeline.db.url)
+            log_inventory(self.zone, self.pipeline.db.url)
             self._start_watching()
             self._start_backlog()
             while not self.stop_requested:
@@ -268,6 +277,15 @@ class Daemon:
 
     def _start_watching(self, *, polling_because: str | None = None) -> None:
         """Start the observer (again: after the landing zone was replaced, or to poll)."""
+        if self.poller is not None:
+            self.metrics.set_backend("listing")
+            log.info(
+                "watcher_started",
+                backend="listing",
+                reason=f"a bucket: new keys looked for every {self.settings.polling_interval_seconds:g} s,"
+                f" a full listing every {self.settings.reconcile_seconds:g} s",
+            )
+            return
         if polling_because is not None:
             self.watcher = start_polling(
                 self.settings.data_dir,
@@ -345,6 +363,8 @@ class Daemon:
         if not startup and (self.rescan_requested or now >= self.next_reconcile):
             self._reconcile()
             self._retry_build()
+        elif not startup and self.poller is not None and now >= self.next_poll:
+            self._poll_bucket()
         if now >= self.retry_at:
             batch, deadline = self.tracker.take_settled()
             if batch or self.immediate:
@@ -361,6 +381,8 @@ class Daemon:
         until = min(
             deadline if deadline is not None else math.inf, self.next_reconcile, now + IDLE_TICK_SECONDS
         )
+        if self.poller is not None:
+            until = min(until, max(self.next_poll, now))
         if self.retry_at > now:
             until = min(max(until, self.retry_at), now + IDLE_TICK_SECONDS)
         self.waker.wait(until - now)
@@ -385,7 +407,7 @@ class Daemon:
             return  # what is not loaded stays in the landing zone for the next start
         origins = {item.origin for item in batch} | {origin for _, origin in extra}
         trigger = "startup" if "startup" in origins else "event" if "event" in origins else "reconcile"
-        drop_times = self._drop_times(batch)
+        drop_times = self._drop_times(batch) | _object_drop_times(extra)
         for item in batch:
             if item.forced:
                 log.warning("file_settled_without_close", path=_relative(self.settings, item.path))
@@ -494,7 +516,9 @@ class Daemon:
         events_lost, self.events_lost = self.events_lost, False
         try:
             found, changed = self._seed_from_scan(origin)
-        except (DatabaseUnavailable, psycopg.Error) as exc:
+        except (DatabaseUnavailable, psycopg.Error, OSError) as exc:
+            if isinstance(exc, OSError):
+                self.listing_problem = str(exc).splitlines()[0]
             log.warning("scan_failed", step=origin, error=str(exc).splitlines()[0])
             self.next_reconcile = min(self.next_reconcile, self.clock() + 5.0)
             self.event_check.restart(taken_at)
@@ -515,7 +539,9 @@ class Daemon:
         Returns how many entries were new, and the files among them with the time of their last
         change (``st_ctime``), for the event check.
         """
-        waiting = self.pipeline.pending(scan(self.settings.data_dir))
+        if self.poller is not None:
+            return self._take_from_bucket(origin, full=True), []
+        waiting = self.pipeline.pending(self.zone.scan())
         known = {candidate.relative for candidate, _ in self.immediate}
         found = 0
         changed: list[tuple[str, float]] = []
@@ -530,6 +556,47 @@ class Daemon:
                 with contextlib.suppress(OSError):
                     changed.append((str(candidate.path), os.stat(candidate.path).st_ctime))
         return found, changed
+
+    def _poll_bucket(self) -> None:
+        """Between two full listings: the keys after the last one seen, one request when none."""
+        try:
+            found = self._take_from_bucket("event", full=False)
+        except (DatabaseUnavailable, psycopg.Error, OSError) as exc:
+            if isinstance(exc, OSError):
+                self.listing_problem = str(exc).splitlines()[0]
+            log.warning("poll_failed", step="poll", error=str(exc).splitlines()[0])
+            return
+        if found:
+            log.info("poll_found_objects", step="poll", files=found)
+
+    def _take_from_bucket(self, origin: str, *, full: bool) -> int:
+        """List the bucket; what the manifest does not know in the version listed joins the next
+        batch as it is (an object is complete once visible). What it knows is remembered: at the
+        next listing it costs no database query."""
+        assert self.poller is not None
+        self.next_poll = self.clock() + self.settings.polling_interval_seconds
+        listed = self.poller.poll(full=full)
+        self.listing_problem = None
+        if not listed:
+            return 0
+        try:
+            entries = self.pipeline.manifest_snapshot()
+            waiting = self.pipeline.pending(listed, entries)
+        except BaseException:
+            self.poller.retract()  # not queued: the next poll lists them again
+            raise
+        keys = {c.relative for c in waiting}
+        self.poller.remember(
+            c
+            for c in listed
+            if c.relative not in keys
+            and (entry := entries.get(c.relative)) is not None
+            and entry.status != "failed"  # a failed object is looked at again after its back-off
+        )
+        queued = {candidate.relative for candidate, _ in self.immediate}
+        new = [c for c in waiting if c.relative not in queued]
+        self.immediate.extend((c, origin) for c in new)
+        return len(new)
 
     def _check_events(self, changed: list[tuple[str, float]], announced: set[str], now: float) -> None:
         """Files the scan found that no event announced: file events do not arrive, poll instead."""
@@ -557,6 +624,12 @@ class Daemon:
 
     def liveness(self) -> tuple[bool, str]:
         """The process, its observer threads and its loop are alive (called by /healthz)."""
+        if self.poller is not None:
+            if not self.started:
+                return True, "starting"
+            if self.clock() - self.heartbeat > HEARTBEAT_LIMIT_SECONDS and self.pass_started is None:
+                return False, "the main loop has not ticked for a minute"
+            return True, "ok (listing)"
         if self.watcher is None:
             return True, "starting"
         if self.zone_missing:
@@ -584,6 +657,8 @@ class Daemon:
             return False, f"waiting for a lock on {', '.join(waits)}"
         if self.pipeline.lock_problem:
             return False, self.pipeline.lock_problem
+        if self.listing_problem:
+            return False, f"the landing zone cannot be listed: {self.listing_problem}"
         if self.problem:
             return False, f"the last batch could not run: {self.problem}"
         if self.pipeline.last_build_failed:
@@ -602,6 +677,25 @@ class Daemon:
             t for t in (self.tracker.oldest_first_seen(), flight[1] if flight else None) if t is not None
         ]
         return max(0.0, self.clock() - min(times)) if times else 0.0
+
+
+def _object_drop_times(entries: list[tuple[Candidate, str]]) -> dict[str, DropTimes]:
+    """An object found by a poll was complete when it was put: its drop time is its Last-Modified
+    (whole seconds), and it settled then too. The backlog at start has no drop to time."""
+    return {
+        candidate.relative: DropTimes(candidate.version.st_ctime, candidate.version.st_ctime)
+        for candidate, origin in entries
+        if origin == "event" and candidate.version is not None and candidate.version.etag is not None
+    }
+
+
+def _poller_for(zone: LandingZone) -> ChangeSource | None:
+    if zone.settles:
+        return None
+    from watcher.landing.bucket import BucketPoller, BucketZone
+
+    assert isinstance(zone, BucketZone)
+    return BucketPoller(zone)
 
 
 def _address(settings: Settings) -> str:

@@ -19,7 +19,7 @@ import os
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, BinaryIO, Literal
+from typing import Any, Literal
 
 import psycopg
 import structlog
@@ -27,17 +27,16 @@ from psycopg import sql
 
 from watcher import manifest
 from watcher.binary_copy import clean_copy
+from watcher.landing.zone import Candidate, Version
 from watcher.loader import (
     FileProblem,
     ProgressCallback,
     RowProblem,
-    open_for_reading,
     prepare_load,
 )
 from watcher.manifest import EntryUpdate, LoadRecord, ManifestEntry
 from watcher.quarantine import Budget, QuarantineResult, header_warnings, load_with_quarantine
 from watcher.routes import ROUTES, Route, route_for
-from watcher.scanner import Candidate
 
 log = structlog.get_logger(__name__)
 
@@ -81,16 +80,6 @@ class _Discard(Exception):
         self.drop_previous = drop_previous
 
 
-def stat_candidate(candidate: Candidate) -> os.stat_result:
-    """The file's size, modification time and mode now (the one place a candidate is looked at)."""
-    return os.stat(candidate.path)
-
-
-def open_candidate(candidate: Candidate) -> BinaryIO:
-    """The file's bytes (the one place a candidate is opened); FileProblem when it cannot be."""
-    return open_for_reading(candidate.path)
-
-
 def is_unrouted(candidate: Candidate, routes: tuple[Route, ...] = ROUTES) -> bool:
     """A readable entry that no route takes: recorded as ``ignored`` in bulk, never read."""
     return candidate.problem is None and route_for(os.path.basename(candidate.relative), routes) is None
@@ -105,7 +94,7 @@ def record_ignored(conn: psycopg.Connection[Any], candidates: list[Candidate]) -
     paths, sizes, mtimes = [], [], []
     for candidate in sorted(candidates, key=lambda c: c.relative):  # one lock order for all
         try:
-            info = stat_candidate(candidate)
+            info = candidate.hint()
         except OSError:
             continue
         paths.append(candidate.relative)
@@ -129,12 +118,16 @@ def record_ignored(conn: psycopg.Connection[Any], candidates: list[Candidate]) -
     return [FileOutcome(path, "ignored", reason=NO_ROUTE_REASON) for path in paths]
 
 
-def unchanged_since_recorded(entry: ManifestEntry | None, size: int, mtime_ns: int) -> bool:
+def unchanged_since_recorded(
+    entry: ManifestEntry | None, size: int, mtime_ns: int, etag: str | None = None
+) -> bool:
+    """Same size and time as recorded (and, for an object, the same ETag where one is recorded)."""
     return (
         entry is not None
         and entry.status != "failed"
         and entry.size_bytes == size
         and entry.mtime_ns == mtime_ns
+        and (etag is None or entry.etag is None or entry.etag == etag)
     )
 
 
@@ -150,11 +143,12 @@ def retry_delay(failed_attempts: int, base_seconds: float) -> float:
     return min(base * 2.0 ** min(failed_attempts - 1, 30), max(base, RETRY_BACKOFF_CAP_SECONDS))
 
 
-def retry_due(entry: ManifestEntry, info: os.stat_result, now: datetime, base_seconds: float) -> bool:
+def retry_due(entry: ManifestEntry, info: Version, now: datetime, base_seconds: float) -> bool:
     """A failed file is read again once it changed (size, modification time or mode: a ``chmod``
-    that makes it readable counts) or once its back-off is over; ``reprocess`` reads it at once."""
-    recorded = (entry.size_bytes, entry.mtime_ns, entry.file_mode)
-    current = (info.st_size, info.st_mtime_ns, info.st_mode)
+    that makes it readable counts; for an object, its ETag too) or once its back-off is over;
+    ``reprocess`` reads it at once."""
+    recorded = (entry.size_bytes, entry.mtime_ns, entry.file_mode, entry.etag)
+    current = (info.st_size, info.st_mtime_ns, info.st_mode, info.etag)
     if any(old is not None and old != new for old, new in zip(recorded, current, strict=True)):
         return True
     if entry.updated_at is None:
@@ -199,11 +193,14 @@ def _decide_and_load(
         status = "failed" if "disappeared" in candidate.problem else "rejected"
         return _record_problem(cur, relative, entry, route, FileProblem(candidate.problem, status=status))
     try:
-        info = stat_candidate(candidate)
+        info = candidate.stat()
     except FileNotFoundError:
         gone = FileProblem("the file disappeared before it could be read", status="failed")
         return _record_problem(cur, relative, entry, route, gone)
-    if not force and unchanged_since_recorded(entry, info.st_size, info.st_mtime_ns):
+    except OSError as exc:  # an object store that does not answer, a file whose metadata fails
+        unread = FileProblem(f"the file could not be read: {exc.strerror or exc}", status="failed")
+        return _record_problem(cur, relative, entry, route, unread)
+    if not force and unchanged_since_recorded(entry, info.st_size, info.st_mtime_ns, info.etag):
         return FileOutcome(relative, "skipped", table=entry.target_table if entry else None)
     if route is None:
         update = EntryUpdate(
@@ -212,6 +209,7 @@ def _decide_and_load(
             size_bytes=info.st_size,
             mtime_ns=info.st_mtime_ns,
             error_reason=NO_ROUTE_REASON,
+            etag=info.etag,
         )
         manifest.upsert_entry(cur, update)
         return FileOutcome(relative, "ignored", reason=NO_ROUTE_REASON)
@@ -236,7 +234,7 @@ def _load(
     candidate: Candidate,
     entry: ManifestEntry | None,
     route: Route,
-    info: os.stat_result,
+    info: Version,
     run_id: int | None,
     limits: LoadLimits,
     progress: ProgressCallback | None,
@@ -260,7 +258,7 @@ def _load(
                     (relative, discard.update.sha256),
                 )
         elif discard.outcome.outcome == "skipped":
-            manifest.touch_entry(cur, relative, info.st_size, info.st_mtime_ns)
+            manifest.touch_entry(cur, relative, info.st_size, info.st_mtime_ns, info.etag)
         return discard.outcome
     if result.budget_exceeded_reason or result.rows_loaded == 0:
         return _record_over_budget(cur, relative, entry, route, info, result)
@@ -293,6 +291,7 @@ def _load(
             result.rows_rejected,
             None,
             result.warning_text,
+            etag=info.etag,
         ),
     )
     return FileOutcome(
@@ -320,7 +319,7 @@ def _read_into_table(
     progress: ProgressCallback | None,
 ) -> QuarantineResult:
     """The fast COPY; if the server refuses a line, the checked path from the file's start."""
-    with open_candidate(candidate) as handle:
+    with candidate.open() as handle:
         try:
             with conn.transaction():
                 fast = clean_copy(conn, cur, handle, route, limits.max_line_bytes, progress)
@@ -352,7 +351,7 @@ def _discard_unless_new(
     relative: str,
     entry: ManifestEntry | None,
     route: Route,
-    info: os.stat_result,
+    info: Version,
     result: QuarantineResult,
 ) -> None:
     """Raise _Discard when the content needs no load: unchanged, a duplicate, or no rows."""
@@ -377,7 +376,7 @@ def _discard_unless_new(
         _raise_duplicate(relative, route, info, sha, holder)
 
 
-def _owner_update(relative: str, info: os.stat_result, load: LoadRecord, warnings: str | None) -> EntryUpdate:
+def _owner_update(relative: str, info: Version, load: LoadRecord, warnings: str | None) -> EntryUpdate:
     """The manifest row of a path that holds rows loaded before (no new load)."""
     return EntryUpdate(
         relative,
@@ -392,18 +391,17 @@ def _owner_update(relative: str, info: os.stat_result, load: LoadRecord, warning
         load.rows_rejected,
         None,
         warnings,
+        etag=info.etag,
     )
 
 
-def _raise_duplicate(
-    relative: str, route: Route, info: os.stat_result, sha: str, holder: manifest.Holder
-) -> None:
+def _raise_duplicate(relative: str, route: Route, info: Version, sha: str, holder: manifest.Holder) -> None:
     update, outcome = duplicate_answer(relative, route, info, sha, holder)
     raise _Discard(outcome, update, True)
 
 
 def duplicate_answer(
-    relative: str, route: Route, info: os.stat_result, sha: str, holder: manifest.Holder
+    relative: str, route: Route, info: Version, sha: str, holder: manifest.Holder
 ) -> tuple[EntryUpdate, FileOutcome]:
     """The content's rows are in the tables already, held by another path: a loaded path with this
     content, or a rejected or failed path that kept them from an earlier version."""
@@ -422,17 +420,18 @@ def duplicate_answer(
         info.st_size,
         info.st_mtime_ns,
         error_reason=reason,
+        etag=info.etag,
     )
     return update, FileOutcome(relative, "duplicate", route.table, sha, reason=reason)
 
 
-def check_unchanged(candidate: Candidate, before: os.stat_result) -> None:
+def check_unchanged(candidate: Candidate, before: Version) -> None:
     """The file must not change while it is read: a rewrite or truncation means: read it again later."""
     try:
-        after = stat_candidate(candidate)
+        after = candidate.stat()
     except FileNotFoundError as exc:
         raise FileProblem("the file was deleted while it was being read", status="failed") from exc
-    if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
+    if (after.st_size, after.st_mtime_ns, after.etag) != (before.st_size, before.st_mtime_ns, before.etag):
         raise FileProblem(
             "the file changed while it was being read; it will be read again once it settles",
             status="failed",
@@ -444,7 +443,7 @@ def _record_over_budget(
     relative: str,
     entry: ManifestEntry | None,
     route: Route,
-    info: os.stat_result,
+    info: Version,
     result: QuarantineResult,
 ) -> FileOutcome:
     reason = result.budget_exceeded_reason or "no row of the file could be parsed"
@@ -475,7 +474,7 @@ def rejected_update(
     relative: str,
     entry: ManifestEntry | None,
     route: Route | None,
-    info: os.stat_result | None,
+    info: Version | None,
     sha256: str | None,
     rows_rejected: int,
     reason: str,
@@ -502,6 +501,7 @@ def rejected_update(
         rows_rejected,
         reason,
         warnings,
+        etag=info.etag if info else None,
     )
 
 
@@ -528,7 +528,7 @@ def record_failed(conn: psycopg.Connection[Any], candidate: Candidate, reason: s
         entry = manifest.get_entry(conn, candidate.relative, for_update=True)
         route = route_for(os.path.basename(candidate.relative))
         try:
-            info: os.stat_result | None = stat_candidate(candidate)
+            info: Version | None = candidate.stat()
         except OSError:
             info = None
         failed = FileProblem(reason, status="failed")
@@ -541,7 +541,7 @@ def _record_problem(
     entry: ManifestEntry | None,
     route: Route | None,
     problem: FileProblem,
-    info: os.stat_result | None = None,
+    info: Version | None = None,
 ) -> FileOutcome:
     """Record why a file was not loaded. Rows an earlier version loaded stay as they were."""
     update, outcome = problem_answer(relative, entry, route, problem, info)
@@ -554,7 +554,7 @@ def problem_answer(
     entry: ManifestEntry | None,
     route: Route | None,
     problem: FileProblem,
-    info: os.stat_result | None = None,
+    info: Version | None = None,
 ) -> tuple[EntryUpdate, FileOutcome]:
     """The manifest row and the answer of a file that was not loaded (see ``_record_problem``)."""
     status: Outcome = "failed" if problem.status == "failed" else "rejected"

@@ -9,23 +9,22 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 
 import psycopg
 import structlog
 
 from watcher.ingest import unchanged_since_recorded
+from watcher.landing.zone import Candidate, LandingZone
 from watcher.manifest import ManifestEntry, all_entries
 from watcher.routes import ROUTES, Route, route_for
-from watcher.scanner import Candidate, scan
 
 log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True)
 class Inventory:
-    folder: Path
-    """The landing zone, absolute."""
+    folder: str
+    """The landing zone: the absolute folder, or the bucket URL."""
     routed: int
     """Files a route takes (loaded now or already)."""
     ignored: int
@@ -39,7 +38,7 @@ class Inventory:
 
 
 def take_inventory(
-    folder: Path, candidates: Iterable[Candidate], known: Mapping[str, ManifestEntry] | None
+    folder: str, candidates: Iterable[Candidate], known: Mapping[str, ManifestEntry] | None
 ) -> Inventory:
     """Count the candidates; ``known`` (the manifest by path) None when the database did not answer."""
     routed = ignored = loaded = 0
@@ -51,12 +50,12 @@ def take_inventory(
         entry = (known or {}).get(candidate.relative)
         if entry is not None and entry.status in ("loaded", "duplicate"):
             try:
-                info = os.stat(candidate.path)
+                info = candidate.hint()
             except OSError:
                 continue
-            if unchanged_since_recorded(entry, info.st_size, info.st_mtime_ns):
+            if unchanged_since_recorded(entry, info.st_size, info.st_mtime_ns, info.etag):
                 loaded += 1
-    return Inventory(folder.resolve(), routed, ignored, loaded)
+    return Inventory(folder, routed, ignored, loaded)
 
 
 def routed_names(routes: Iterable[Route] = ROUTES) -> str:
@@ -73,7 +72,7 @@ def no_routed_file_hint(routes: Iterable[Route] = ROUTES) -> str:
     )
 
 
-def log_inventory(folder: Path, url: str) -> Inventory:
+def log_inventory(zone: LandingZone, url: str) -> Inventory:
     """Log the landing zone's inventory (one quick look at the manifest; no retries at start)."""
     known: dict[str, ManifestEntry] | None
     try:
@@ -81,11 +80,15 @@ def log_inventory(folder: Path, url: str) -> Inventory:
             known = {e.source_path: e for e in all_entries(conn)}
     except psycopg.Error:
         known = None
-    inventory = take_inventory(folder, scan(folder), known)
+    try:
+        inventory = take_inventory(zone.url, zone.scan(), known)
+    except OSError as exc:  # a bucket that does not answer (the folder's scan reports, never raises)
+        log.warning("landing_zone_unreadable", step="startup", landing=zone.url, error=str(exc)[:500])
+        return Inventory(zone.url, 0, 0, 0)
     log.info(
         "landing_zone_inventory",
         step="startup",
-        folder=str(inventory.folder),
+        folder=inventory.folder,
         files_routed=inventory.routed,
         files_ignored=inventory.ignored,
         files_already_loaded=inventory.already_loaded if known is not None else None,
@@ -95,11 +98,9 @@ def log_inventory(folder: Path, url: str) -> Inventory:
         log.info(
             "landing_zone_empty",
             step="startup",
-            folder=str(inventory.folder),
+            folder=inventory.folder,
             hint=f"copy exports here: they load while the daemon runs. Names that load: {routed_names()}",
         )
     elif inventory.routed == 0:
-        log.warning(
-            "no_routed_file", step="startup", folder=str(inventory.folder), hint=no_routed_file_hint()
-        )
+        log.warning("no_routed_file", step="startup", folder=inventory.folder, hint=no_routed_file_hint())
     return inventory

@@ -35,6 +35,7 @@ class ManifestEntry:
     updated_at: datetime | None = None
     file_mode: int | None = None
     failed_attempts: int = 0
+    etag: str | None = None
 
 
 _COLUMNS = sql.SQL(", ").join(
@@ -56,6 +57,7 @@ _COLUMNS = sql.SQL(", ").join(
         "updated_at",
         "file_mode",
         "failed_attempts",
+        "etag",
     )
 )
 
@@ -373,6 +375,8 @@ class EntryUpdate:
     error_reason: str | None = None
     warnings: str | None = None
     file_mode: int | None = None
+    etag: str | None = None
+    """An object's ETag (a change hint beside size and time); None for a file."""
 
 
 def upsert_entry(cur: psycopg.Cursor[Any], update: EntryUpdate) -> None:
@@ -392,12 +396,12 @@ _UPSERT_ENTRY = """
         INSERT INTO ops.raw_ingest_manifest AS m
             (source_path, source_sha256, target_table, status, duplicate_of, load_id, size_bytes,
              mtime_ns, rows_loaded, rows_rejected, error_reason, warnings, loaded_at, file_mode,
-             failed_attempts)
+             failed_attempts, etag)
         VALUES (%(relative)s, %(sha256)s, %(table)s, %(status)s, %(duplicate_of)s, %(load_id)s,
                 %(size_bytes)s, %(mtime_ns)s, %(rows_loaded)s, %(rows_rejected)s,
                 %(error_reason)s, %(warnings)s,
                 CASE WHEN %(status)s = 'loaded' THEN clock_timestamp() END, %(file_mode)s,
-                CASE WHEN %(status)s = 'failed' THEN 1 ELSE 0 END)
+                CASE WHEN %(status)s = 'failed' THEN 1 ELSE 0 END, %(etag)s)
         ON CONFLICT (source_path) DO UPDATE SET
             source_sha256 = EXCLUDED.source_sha256,
             target_table  = EXCLUDED.target_table,
@@ -411,6 +415,7 @@ _UPSERT_ENTRY = """
             error_reason  = EXCLUDED.error_reason,
             warnings      = EXCLUDED.warnings,
             file_mode     = EXCLUDED.file_mode,
+            etag          = EXCLUDED.etag,
             failed_attempts = CASE WHEN EXCLUDED.status = 'failed' THEN m.failed_attempts + 1 ELSE 0 END,
             updated_at    = clock_timestamp(),
             loaded_at     = CASE WHEN EXCLUDED.status = 'loaded' AND EXCLUDED.load_id IS DISTINCT FROM m.load_id
@@ -433,13 +438,16 @@ def _entry_params(update: EntryUpdate) -> dict[str, Any]:
         "error_reason": update.error_reason,
         "warnings": update.warnings,
         "file_mode": update.file_mode,
+        "etag": update.etag,
     }
 
 
-def touch_entry(cur: psycopg.Cursor[Any], relative: str, size_bytes: int, mtime_ns: int) -> None:
+def touch_entry(
+    cur: psycopg.Cursor[Any], relative: str, size_bytes: int, mtime_ns: int, etag: str | None = None
+) -> None:
     """Same content seen with a new modification time: remember the time, change nothing else."""
     cur.execute(
-        "UPDATE ops.raw_ingest_manifest SET size_bytes = %s, mtime_ns = %s, updated_at = clock_timestamp()"
-        " WHERE source_path = %s",
-        (size_bytes, mtime_ns, relative),
+        "UPDATE ops.raw_ingest_manifest SET size_bytes = %s, mtime_ns = %s, etag = %s,"
+        " updated_at = clock_timestamp() WHERE source_path = %s",
+        (size_bytes, mtime_ns, etag, relative),
     )

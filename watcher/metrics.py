@@ -82,7 +82,7 @@ class Metrics:
         )
         self.watcher_backend = Gauge(
             "wearable_watcher_backend",
-            "1 for the file-watching backend in use (inotify or polling).",
+            "1 for the backend that notices new files (inotify or polling; listing for a bucket).",
             ["backend"],
             registry=registry,
         )

@@ -39,16 +39,15 @@ from watcher.ingest import (
     record_failed,
     record_ignored,
     retry_due,
-    stat_candidate,
     unchanged_since_recorded,
 )
+from watcher.landing.readiness import DropTimes
+from watcher.landing.zone import Candidate
 from watcher.manifest import ManifestEntry, all_entries
 from watcher.metrics import Metrics
 from watcher.progress import Progress
-from watcher.readiness import DropTimes
 from watcher.retry import is_transient, transient_retrying
 from watcher.routes import route_for
-from watcher.scanner import Candidate
 from watcher.small_files import GROUP_FILES, GroupResult, load_group
 from watcher.transform import BuildResult, Transformer, TransformUnavailable, transient_line
 
@@ -251,21 +250,24 @@ class Pipeline:
             raise DatabaseUnavailable("stopping: the manifest read was cancelled") from exc
         return {e.source_path: e for e in entries}
 
-    def pending(self, candidates: Iterable[Candidate]) -> list[Candidate]:
-        """The candidates the manifest does not already know in exactly this version; a file
-        that failed only once it changed or its back-off (from the reconcile interval) is over."""
-        known = self.manifest_snapshot()
+    def pending(
+        self, candidates: Iterable[Candidate], known: Mapping[str, ManifestEntry] | None = None
+    ) -> list[Candidate]:
+        """The candidates the manifest (``known``: a snapshot taken already) does not know in
+        exactly this version; a file that failed only once it changed or its back-off (from the
+        reconcile interval) is over."""
+        known = self.manifest_snapshot() if known is None else known
         now, backoff = datetime.now(UTC), self.settings.reconcile_seconds
         waiting = []
         for candidate in candidates:
             if candidate.problem is None:
                 try:
-                    info = stat_candidate(candidate)
+                    info = candidate.hint()
                 except OSError:
                     waiting.append(candidate)
                     continue
                 entry = known.get(candidate.relative)
-                if unchanged_since_recorded(entry, info.st_size, info.st_mtime_ns):
+                if unchanged_since_recorded(entry, info.st_size, info.st_mtime_ns, info.etag):
                     continue
                 if (
                     entry is not None

@@ -17,8 +17,8 @@ from collections.abc import Sequence
 from types import TracebackType
 from typing import Any, TextIO
 
+from watcher.landing.zone import Candidate
 from watcher.routes import route_for
-from watcher.scanner import Candidate
 
 BAR_FORMAT = "{l_bar}{bar}| {n_fmt}B/{total_fmt}B [{elapsed}<{remaining}, {rate_fmt}{postfix}]"
 
@@ -33,7 +33,7 @@ def will_be_read(candidate: Candidate) -> bool:
 
 def _size(candidate: Candidate) -> int:
     try:
-        return os.stat(candidate.path).st_size
+        return candidate.hint().st_size
     except OSError:
         return 0
 

@@ -43,12 +43,11 @@ from watcher.ingest import (
     LoadLimits,
     check_unchanged,
     duplicate_answer,
-    open_candidate,
     problem_answer,
     rejected_update,
-    stat_candidate,
     unchanged_since_recorded,
 )
+from watcher.landing.zone import Candidate, Version
 from watcher.linegate import LineGate
 from watcher.linenumbers import number_lines
 from watcher.loader import (
@@ -63,7 +62,6 @@ from watcher.loader import (
 from watcher.manifest import EntryUpdate, Holder, ManifestEntry
 from watcher.quarantine import header_warnings
 from watcher.routes import ROUTES, Route, route_for
-from watcher.scanner import Candidate
 
 log = structlog.get_logger(__name__)
 
@@ -95,7 +93,7 @@ class SmallFile:
     candidate: Candidate
     entry: ManifestEntry | None
     route: Route
-    info: os.stat_result
+    info: Version
     sha256: str
     header: Header
     lines: bytes
@@ -227,13 +225,13 @@ def _look(
     if candidate.problem is not None or route is None:
         raise _Alone
     try:
-        info = stat_candidate(candidate)
+        info = candidate.stat()
     except FileNotFoundError:
         gone = FileProblem("the file disappeared before it could be read", status="failed")
         return problem_answer(relative, entry, route, gone)
     except OSError as exc:
         raise _Alone from exc
-    if not force and unchanged_since_recorded(entry, info.st_size, info.st_mtime_ns):
+    if not force and unchanged_since_recorded(entry, info.st_size, info.st_mtime_ns, info.etag):
         return FileOutcome(relative, "skipped", table=entry.target_table if entry else None)
     if info.st_size > SMALL_FILE_BYTES or (entry is not None and entry.load_id is not None):
         raise _Alone  # large, or a path that holds rows (replace, take-over, restore)
@@ -251,9 +249,9 @@ def _look(
 
 
 def _read(
-    candidate: Candidate, entry: ManifestEntry | None, route: Route, info: os.stat_result, limits: LoadLimits
+    candidate: Candidate, entry: ManifestEntry | None, route: Route, info: Version, limits: LoadLimits
 ) -> SmallFile:
-    with open_candidate(candidate) as handle:
+    with candidate.open() as handle:
         data = handle.read(SMALL_FILE_BYTES + 1)
     if len(data) > SMALL_FILE_BYTES:  # it grew: the file alone settles that
         raise _Alone
@@ -344,6 +342,7 @@ def _loaded(small: SmallFile, load_id: int) -> Answer:
         0,
         None,
         warnings,
+        etag=info.etag,
     )
     outcome = FileOutcome(
         relative, "loaded", table, sha, small.rows, 0, small.size, None, warnings, load_id=load_id

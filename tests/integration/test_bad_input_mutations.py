@@ -33,8 +33,8 @@ from tests.helpers import DAILY_HEADER
 from watcher import quarantine
 from watcher.database import migrate
 from watcher.ingest import LoadLimits, process_file
+from watcher.landing.scanner import inspect_entry
 from watcher.routes import DAILY_ACTIVITY, ColumnType, map_header
-from watcher.scanner import inspect_entry
 
 FILE_NAME = "dailyActivity_mutated.csv"
 SPACE = " \t\n\r\v\f"

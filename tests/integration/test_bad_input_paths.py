@@ -16,9 +16,9 @@ from prometheus_client import CollectorRegistry
 from tests.bad_inputs import CRLF, _replace_field, csv_bytes, daily_line, daily_lines
 from tests.helpers import DAILY_HEADER
 from watcher.ingest import FileOutcome, LoadLimits, process_file
+from watcher.landing.scanner import inspect_entry
 from watcher.routes import DAILY_ACTIVITY, ROUTES, SLEEP
 from watcher.sample_data import generate
-from watcher.scanner import inspect_entry
 
 RAW_VALUES = (
     "id, activity_date, total_steps, total_distance, tracker_distance, logged_activities_distance,"
@@ -280,9 +280,9 @@ def test_a_copy_of_a_file_with_bad_lines_is_a_duplicate(
 
 def test_rejections_reach_the_metrics_and_the_runs_table(migrated_url: str, tmp_path: Path) -> None:
     from tests.helpers import settings_for_tests
+    from watcher.landing.scanner import scan
     from watcher.metrics import Metrics
     from watcher.pipeline import Pipeline
-    from watcher.scanner import scan
 
     lake = tmp_path / "lake"
     big_daily(lake / "dailyActivity_ok.csv", 300, {9: _replace_field(daily_line(9), 2, b"x")})
@@ -363,7 +363,7 @@ def test_a_pipe_that_took_the_place_of_a_file_does_not_block(
     conn: psycopg.Connection[Any], tmp_path: Path
 ) -> None:
     """The scan saw a file; by the time it is opened a pipe is there (nobody writes to it)."""
-    from watcher.scanner import Candidate
+    from watcher.landing.scanner import Candidate
 
     pipe = tmp_path / "dailyActivity_pipe.csv"
     os.mkfifo(pipe)

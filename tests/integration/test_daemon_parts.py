@@ -12,8 +12,8 @@ from prometheus_client import CollectorRegistry, Counter
 
 from tests.daemon_helpers import free_port, parse_metrics, wait_until
 from watcher.http_endpoint import HttpEndpoint
-from watcher.observer import filesystem_type, is_remote, start_watcher
-from watcher.readiness import Rules, Tracker
+from watcher.landing.observer import filesystem_type, is_remote, start_watcher
+from watcher.landing.readiness import Rules, Tracker
 
 
 def tracker() -> Tracker:

@@ -63,9 +63,21 @@ def environment(service: dict[str, Any]) -> dict[str, str]:
 
 
 def test_the_stack_has_its_four_services(services: dict[str, dict[str, Any]]) -> None:
-    assert set(services) == {"postgres", "watcher", "prometheus", "grafana"}
-    for name, service in services.items():
-        assert service.get("restart") == "unless-stopped", name
+    default = {name for name, service in services.items() if not service.get("profiles")}
+    assert default == {"postgres", "watcher", "prometheus", "grafana"}
+    for name in default | {"minio"}:
+        assert services[name].get("restart") == "unless-stopped", name
+
+
+def test_the_profile_s3_adds_an_s3_server_whose_bucket_exists_before_the_watcher_lists_it(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    in_profile = {name for name, service in services.items() if "s3" in service.get("profiles", [])}
+    assert in_profile == {"minio", "minio-setup"}
+    setup = services["watcher"]["depends_on"]["minio-setup"]
+    assert setup == {"condition": "service_completed_successfully", "required": False}
+    assert "${WEARABLE_LANDING:-/data_lake}" in services["watcher"]["command"]
+    assert "mc mb --ignore-existing" in " ".join(services["minio-setup"]["command"])
 
 
 def test_postgres_is_17_with_a_named_volume_and_a_healthcheck(
@@ -105,8 +117,9 @@ def test_watcher_takes_database_url_from_the_environment(
 def test_every_variable_the_watcher_gets_is_one_the_app_reads(
     services: dict[str, dict[str, Any]],
 ) -> None:
-    known = env_names_the_app_reads()
-    assert {"DATABASE_URL", "WEARABLE_METRICS_ADDR"} <= known  # the scan itself works
+    # The object store's client (obstore) reads the cloud's standard variables itself.
+    known = env_names_the_app_reads() | {"AWS_ACCESS_KEY_ID", "AWS_REGION"}
+    assert {"DATABASE_URL", "WEARABLE_METRICS_ADDR", "AWS_ENDPOINT_URL"} <= known  # the scan works
     unknown = set(environment(services["watcher"])) - known
     assert not unknown, f"docker-compose.yml sets variables the app never reads: {sorted(unknown)}"
 

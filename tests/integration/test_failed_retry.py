@@ -31,9 +31,9 @@ from tests.daemon_helpers import (
 )
 from tests.helpers import settings_for_tests
 from watcher import manifest
+from watcher.landing.scanner import inspect_entry, scan
 from watcher.metrics import Metrics
 from watcher.pipeline import Pipeline
-from watcher.scanner import scan
 
 LOCKED = "dailyActivity_locked.csv"
 
@@ -96,8 +96,9 @@ def test_a_failed_file_waits_for_a_change_or_its_back_off(migrated_url: str, tmp
         assert entry.failed_attempts == 3
         assert entry.updated_at is not None
         later = entry.updated_at + timedelta(seconds=241)
-        assert retry_due(entry, info, later, 60) and not retry_due(
-            entry, info, later - timedelta(seconds=2), 60
+        version = inspect_entry(lake, path).stat()  # what the landing zone tells of the file
+        assert retry_due(entry, version, later, 60) and not retry_due(
+            entry, version, later - timedelta(seconds=2), 60
         )
 
         os.chmod(path, 0o644 if info.st_mode & 0o777 != 0o644 else 0o600)  # the mode changed

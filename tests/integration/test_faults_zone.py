@@ -35,8 +35,8 @@ from tests.daemon_helpers import (
 )
 from tests.helpers import DAILY_HEADER, SLEEP_HEADER, daily_rows, run_cli, write_csv
 from tests.unit.test_scanner import make_deep_folders
-from watcher.observer import EVENT_GRACE_SECONDS
-from watcher.scanner import FOLDER_DENIED_REASON, PATH_TOO_LONG_REASON
+from watcher.landing.observer import EVENT_GRACE_SECONDS
+from watcher.landing.scanner import FOLDER_DENIED_REASON, PATH_TOO_LONG_REASON
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
 

@@ -39,9 +39,9 @@ from tests.conftest import scratch_database
 from tests.dbtkit import DAILY_ACTIVITY_COLUMNS
 from tests.helpers import DAILY_HEADER, daily_rows, once_json, settings_for_tests
 from watcher.database import migrate
+from watcher.landing.scanner import scan
 from watcher.metrics import Metrics
 from watcher.pipeline import Pipeline
-from watcher.scanner import scan
 
 # Contents 0-2 are loadable, of three sizes (a same-size rewrite within the clock's tick could look
 # unchanged); content 3 is rejected. Their rows overlap: rows are compared per content.

@@ -21,9 +21,9 @@ from psycopg import sql
 
 from tests.conftest import scratch_database
 from tests.helpers import DAILY_HEADER, daily_rows, once_json, settings_for_tests, write_csv
+from watcher.landing.scanner import scan
 from watcher.metrics import Metrics
 from watcher.pipeline import PassResult, Pipeline
-from watcher.scanner import scan
 
 MARCH = "2016-03-12_2016-04-11"
 APRIL = "2016-04-12_2016-05-12"

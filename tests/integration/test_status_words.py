@@ -58,9 +58,9 @@ def test_the_runs_table_and_the_summary_count_in_the_status_words(migrated_url: 
 
 
 def test_the_metrics_and_logs_use_the_same_words(migrated_url: str, tmp_path: Path) -> None:
+    from watcher.landing.scanner import scan
     from watcher.metrics import Metrics
     from watcher.pipeline import Pipeline
-    from watcher.scanner import scan
 
     lake = _lake(tmp_path)
     registry = CollectorRegistry()

@@ -110,3 +110,60 @@ def test_a_bad_connection_string_file_is_a_configuration_error_that_hides_its_co
         )
     with pytest.raises(ConfigError, match="both"):
         build_settings(Overrides(database_url="postgresql://db/x", database_url_file=str(garbage)), env={})
+
+
+def test_a_bucket_url_is_the_landing_zone_with_its_own_poll_interval() -> None:
+    settings = build_settings(Overrides(data_dir="S3://exports/fitbit/"), env={})
+    assert settings.bucket_url == "s3://exports/fitbit/"
+    assert settings.landing == "s3://exports/fitbit/"
+    assert settings.polling_interval_seconds == 10.0  # a folder's default is 1 s
+    assert not settings.allow_http
+    from_env = build_settings(
+        Overrides(), env={"WEARABLE_DATA_DIR": "gs://b/p", "WEARABLE_POLL_INTERVAL": "3"}
+    )
+    assert (from_env.bucket_url, from_env.polling_interval_seconds) == ("gs://b/p", 3.0)
+    flag = build_settings(Overrides(data_dir="az://c/p", poll_interval_seconds=0.5), env={})
+    assert flag.polling_interval_seconds == 0.5
+    folder = build_settings(Overrides(data_dir="lake"), env={})
+    assert folder.bucket_url is None and folder.polling_interval_seconds == 1.0
+
+
+def test_plain_http_only_when_the_endpoint_says_http() -> None:
+    def allow(env: dict[str, str], url: str = "s3://b/") -> bool:
+        return build_settings(Overrides(data_dir=url), env=env).allow_http
+
+    assert allow({"AWS_ENDPOINT_URL": "http://127.0.0.1:9000"})
+    assert not allow({"AWS_ENDPOINT_URL": "https://minio.example.com"})
+    assert allow({"AWS_ENDPOINT_URL_S3": "http://minio:9000", "AWS_ENDPOINT_URL": "https://x"})
+    assert not allow({"AWS_ENDPOINT_URL": "http://127.0.0.1:9000"}, "gs://b/")
+    assert not build_settings(Overrides(data_dir="lake"), env={"AWS_ENDPOINT_URL": "http://x"}).allow_http
+
+
+def test_a_url_that_is_no_bucket_is_a_configuration_error() -> None:
+    for bad in ("ftp://host/lake", "s3://", "s3:///"):
+        with pytest.raises(ConfigError):
+            build_settings(Overrides(data_dir=bad), env={})
+    with pytest.raises(ConfigError, match="poll interval"):
+        build_settings(Overrides(data_dir="s3://b/", poll_interval_seconds=0), env={})
+
+
+def test_cloud_secrets_are_hidden_for_a_bucket() -> None:
+    env = {"AWS_SECRET_ACCESS_KEY": "very-secret", "AWS_SESSION_TOKEN": "tok"}
+    bucket = build_settings(Overrides(data_dir="s3://b/"), env={})
+    assert set(secrets_to_hide(bucket, env=env)) == {"very-secret", "tok"}
+
+
+def test_an_endpoint_that_is_no_url_is_a_configuration_error() -> None:
+    for bad in ("foo", "minio:9000", "ftp://minio"):
+        with pytest.raises(ConfigError, match="AWS_ENDPOINT_URL must be an http"):
+            build_settings(Overrides(data_dir="s3://b/"), env={"AWS_ENDPOINT_URL": bad})
+    ok = build_settings(Overrides(data_dir="s3://b/"), env={"AWS_ENDPOINT_URL": "http://minio:9000/"})
+    assert ok.allow_http
+
+
+def test_empty_cloud_variables_count_as_unset() -> None:
+    from watcher.config import clear_empty_cloud_variables
+
+    env = {"AWS_ENDPOINT_URL": "", "AWS_ACCESS_KEY_ID": " ", "AWS_REGION": "eu-west-1", "DB_HOST": ""}
+    assert sorted(clear_empty_cloud_variables(env)) == ["AWS_ACCESS_KEY_ID", "AWS_ENDPOINT_URL"]
+    assert env == {"AWS_REGION": "eu-west-1", "DB_HOST": ""}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from watcher.observer import EventCheck
+from watcher.landing.observer import EventCheck
 
 GRACE = 10.0
 

@@ -9,7 +9,7 @@ import pytest
 
 from watcher.config import Overrides, build_settings
 from watcher.daemon import rules_for
-from watcher.readiness import (
+from watcher.landing.readiness import (
     CONFIRM_SECONDS,
     ONCE_SETTLE_WINDOWS,
     Observation,

@@ -2,7 +2,7 @@ import errno
 import os
 from pathlib import Path
 
-from watcher.scanner import (
+from watcher.landing.scanner import (
     FOLDER_DENIED_REASON,
     PATH_TOO_LONG_REASON,
     inspect_entry,

@@ -42,8 +42,8 @@ from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.polling import PollingObserver
 
-from watcher.readiness import EventKind, Tracker
-from watcher.scanner import has_ignored_part
+from watcher.landing.readiness import EventKind, Tracker
+from watcher.landing.scanner import has_ignored_part
 
 log = structlog.get_logger(__name__)
 

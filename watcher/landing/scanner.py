@@ -12,11 +12,12 @@ import errno
 import os
 import stat
 from collections.abc import Iterator
-from dataclasses import dataclass
 from fnmatch import fnmatch
 from pathlib import Path
 
 import structlog
+
+from watcher.landing.zone import Candidate
 
 log = structlog.get_logger(__name__)
 
@@ -39,16 +40,6 @@ def is_ignored_name(name: str) -> bool:
 
 def has_ignored_part(relative: Path) -> bool:
     return any(is_ignored_name(part) for part in relative.parts)
-
-
-@dataclass(frozen=True)
-class Candidate:
-    path: Path
-    """Absolute path of the file as found (a link is not resolved here)."""
-    relative: str
-    """Path relative to the landing zone, with forward slashes: the file's identity."""
-    problem: str | None = None
-    """Why the entry cannot be read as a file, or None when it can."""
 
 
 def relative_name(data_dir: Path, path: Path) -> str:
