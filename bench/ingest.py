@@ -150,7 +150,7 @@ def size_rule(admin_url: str, tmp: Path, repeat: int) -> dict[str, Any]:
     from watcher import binary_copy
     from watcher.database import migrate
     from watcher.ingest import LoadLimits, process_file
-    from watcher.scanner import inspect_entry
+    from watcher.landing.scanner import inspect_entry
 
     probe = "import time; t = time.perf_counter(); import pyarrow.csv, pyarrow.compute, pgpq; print(time.perf_counter() - t)"
     imports = [

@@ -30,8 +30,8 @@ from tests.integration.test_bad_input_mutations import check_loaded_file, mutate
 from watcher import binary_copy
 from watcher.database import migrate
 from watcher.ingest import LoadLimits, process_file
+from watcher.landing.scanner import inspect_entry
 from watcher.routes import DAILY_ACTIVITY, SLEEP, Route
-from watcher.scanner import inspect_entry
 
 LIMITS = LoadLimits(error_budget_fraction=1.0, error_budget_rows=10**6)
 EMPTY = (  # DELETE, not TRUNCATE: on tables this small it takes a fraction of the time

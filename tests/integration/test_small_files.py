@@ -19,9 +19,10 @@ from prometheus_client import CollectorRegistry
 from tests.helpers import DAILY_HEADER, daily_rows, settings_for_tests, write_csv
 from watcher import pipeline as pipeline_module
 from watcher.ingest import LoadLimits, process_file
+from watcher.landing.scanner import inspect_entry, scan
+from watcher.landing.zone import Candidate
 from watcher.metrics import Metrics
 from watcher.pipeline import Pipeline
-from watcher.scanner import Candidate, inspect_entry, scan
 from watcher.small_files import load_group
 
 

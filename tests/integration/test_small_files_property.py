@@ -29,9 +29,9 @@ from tests.dbtkit import DAILY_ACTIVITY_COLUMNS
 from tests.helpers import DAILY_HEADER, daily_rows, settings_for_tests
 from watcher.database import migrate
 from watcher.ingest import LoadLimits, process_file
+from watcher.landing.scanner import scan
 from watcher.metrics import Metrics
 from watcher.pipeline import Pipeline
-from watcher.scanner import scan
 
 CONTENTS: tuple[bytes, ...] = (
     *(
