@@ -54,7 +54,21 @@ container-engine: ## install and start Docker's engine (Debian's docker.io and d
 		else echo "dockerd did not start (see /var/log/dockerd.log); the image tests skip with a reason"; fi; \
 	fi
 
-test-tools: ## install promtool, Prometheus and Chromium (Debian packages, as root) for the tests that drive them
+# Azurite (Azure's storage emulator, an npm package) goes to the user's cache folder, outside the
+# repository; the tests look for it there (tests/cloud_emulators.py) and skip with a reason without it.
+TOOLS_CACHE ?= $${XDG_CACHE_HOME:-$$HOME/.cache}/wearable-pipeline
+AZURITE_VERSION := 3.35.0
+
+test-tools: ## install promtool, Prometheus, Chromium (Debian packages, as root) and Azurite (npm) for the tests that drive them
+	@dir="$(TOOLS_CACHE)/azurite"; \
+	if [ -x "$$dir/node_modules/.bin/azurite-blob" ] && grep -q '"version": "$(AZURITE_VERSION)"' "$$dir/node_modules/azurite/package.json"; then \
+		echo "azurite $(AZURITE_VERSION) present"; \
+	elif ! command -v npm >/dev/null 2>&1; then \
+		echo "azurite not installed (needs node and npm); the Azure tests skip with a reason"; \
+	else \
+		mkdir -p "$$dir" && npm install --prefix "$$dir" --no-audit --no-fund --loglevel=error azurite@$(AZURITE_VERSION) >/dev/null \
+		&& echo "azurite $(AZURITE_VERSION) installed in $$dir"; \
+	fi
 	@missing=""; \
 	command -v promtool >/dev/null 2>&1 || missing="$$missing prometheus"; \
 	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \

@@ -407,6 +407,9 @@ def clean_copy(
 
 def _size(handle: BinaryIO) -> int:
     """Bytes from the handle's position to its end (0 when the stream cannot tell)."""
+    known = getattr(getattr(handle, "raw", handle), "size", None)  # an object stream knows it
+    if isinstance(known, int):
+        return known - handle.tell()
     if not handle.seekable():
         return 0
     here = handle.tell()

@@ -28,15 +28,25 @@ BUCKET_POLL_SECONDS = 10.0
 """A bucket is listed this often by default: a poll between two full listings is one request."""
 ENDPOINT_VARIABLES = {
     "s3": ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_ENDPOINT"),
-    "az": ("AZURE_STORAGE_ENDPOINT", "AZURE_ENDPOINT"),
-    "gs": (),
+    "az": ("AZURE_STORAGE_ENDPOINT", "AZURE_ENDPOINT", "AZURITE_BLOB_STORAGE_URL"),
+    "gs": ("GOOGLE_BASE_URL",),
 }
+"""The variables naming a cloud's endpoint, in the order its client reads them. A plain http one
+(an emulator, a private server) is allowed because it says so; ``AZURITE_BLOB_STORAGE_URL`` is
+read only with ``AZURE_STORAGE_USE_EMULATOR=true``, which allows http by itself."""
 CLOUD_PREFIXES = ("AWS_", "GOOGLE_", "AZURE_")
 CLOUD_SECRETS = (
     "AWS_SECRET_ACCESS_KEY",
     "AWS_SESSION_TOKEN",
     "AZURE_STORAGE_ACCOUNT_KEY",
     "AZURE_STORAGE_SAS_KEY",
+    "AZURE_STORAGE_ACCESS_KEY",
+    "AZURE_STORAGE_MASTER_KEY",
+    "AZURE_STORAGE_SAS_TOKEN",
+    "AZURE_STORAGE_TOKEN",
+    "AZURE_CLIENT_SECRET",
+    "GOOGLE_SERVICE_ACCOUNT_KEY",
+    "GOOGLE_BEARER_TOKEN",
 )
 """Secrets of the object store's standard variables (read by its client, never by this program):
 hidden from the logs like the database password."""

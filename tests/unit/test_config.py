@@ -137,6 +137,12 @@ def test_plain_http_only_when_the_endpoint_says_http() -> None:
     assert allow({"AWS_ENDPOINT_URL_S3": "http://minio:9000", "AWS_ENDPOINT_URL": "https://x"})
     assert not allow({"AWS_ENDPOINT_URL": "http://127.0.0.1:9000"}, "gs://b/")
     assert not build_settings(Overrides(data_dir="lake"), env={"AWS_ENDPOINT_URL": "http://x"}).allow_http
+    assert allow({"GOOGLE_BASE_URL": "http://127.0.0.1:4443"}, "gs://b/")
+    assert not allow({"GOOGLE_BASE_URL": "https://storage.example.com"}, "gs://b/")
+    assert allow({"AZURE_STORAGE_ENDPOINT": "http://127.0.0.1:10000/devstoreaccount1"}, "az://c/")
+    assert allow({"AZURITE_BLOB_STORAGE_URL": "http://127.0.0.1:10000"}, "az://c/")
+    assert not allow({"AZURE_STORAGE_ENDPOINT": "https://acct.blob.core.windows.net"}, "az://c/")
+    assert not allow({"GOOGLE_BASE_URL": "http://127.0.0.1:4443"}, "az://c/")
 
 
 def test_a_url_that_is_no_bucket_is_a_configuration_error() -> None:
@@ -151,6 +157,12 @@ def test_cloud_secrets_are_hidden_for_a_bucket() -> None:
     env = {"AWS_SECRET_ACCESS_KEY": "very-secret", "AWS_SESSION_TOKEN": "tok"}
     bucket = build_settings(Overrides(data_dir="s3://b/"), env={})
     assert set(secrets_to_hide(bucket, env=env)) == {"very-secret", "tok"}
+    clouds = {
+        "AZURE_STORAGE_ACCESS_KEY": "az-key",
+        "GOOGLE_SERVICE_ACCOUNT_KEY": "{json}",
+        "AZURE_X": "shown",
+    }
+    assert set(secrets_to_hide(bucket, env=clouds)) == {"az-key", "{json}"}
 
 
 def test_an_endpoint_that_is_no_url_is_a_configuration_error() -> None:
@@ -159,6 +171,19 @@ def test_an_endpoint_that_is_no_url_is_a_configuration_error() -> None:
             build_settings(Overrides(data_dir="s3://b/"), env={"AWS_ENDPOINT_URL": bad})
     ok = build_settings(Overrides(data_dir="s3://b/"), env={"AWS_ENDPOINT_URL": "http://minio:9000/"})
     assert ok.allow_http
+    with pytest.raises(ConfigError, match="GOOGLE_BASE_URL must be an http"):
+        build_settings(Overrides(data_dir="gs://b/"), env={"GOOGLE_BASE_URL": "localhost:4443"})
+    with pytest.raises(ConfigError, match="AZURITE_BLOB_STORAGE_URL must be an http"):
+        build_settings(Overrides(data_dir="az://c/"), env={"AZURITE_BLOB_STORAGE_URL": "127.0.0.1:10000"})
+
+
+def test_an_etag_is_kept_in_its_quoted_form() -> None:
+    from watcher.landing.bucket import entity_tag
+
+    assert entity_tag("0x8DC") == '"0x8DC"'  # Azure's and GCS's listings give it bare
+    assert entity_tag('"0x8DC"') == '"0x8DC"'  # their HEAD, and S3 everywhere, give it quoted
+    assert entity_tag('W/"abc"') == 'W/"abc"'
+    assert entity_tag(None) is None
 
 
 def test_empty_cloud_variables_count_as_unset() -> None:

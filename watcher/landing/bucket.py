@@ -43,6 +43,15 @@ def mtime_ns(moment: datetime) -> int:
     return int(moment.timestamp()) * 1_000_000_000 + moment.microsecond * 1000
 
 
+def entity_tag(etag: str | None) -> str | None:
+    """An ETag in its quoted HTTP form. Azure and GCS list it bare and give it quoted on a HEAD
+    (S3 quotes it in both): one form, so that a version listed and the same version read by a HEAD
+    compare equal in the manifest. A quoted tag is what ``If-Match`` takes on each cloud."""
+    if etag is None or etag.startswith(('"', 'W/"')):
+        return etag
+    return f'"{etag}"'
+
+
 class BucketZone:
     settles = False
 
@@ -95,7 +104,7 @@ class BucketZone:
             version = Version(
                 meta["size"],
                 mtime_ns(meta["last_modified"]),
-                etag=meta["e_tag"],
+                etag=entity_tag(meta["e_tag"]),
                 st_ctime=meta["last_modified"].timestamp(),
             )
             yield Candidate(self.key(relative), relative, None, version, self)
@@ -119,7 +128,7 @@ class BucketZone:
         return Version(
             meta["size"],
             mtime_ns(meta["last_modified"]),
-            etag=meta["e_tag"],
+            etag=entity_tag(meta["e_tag"]),
             st_ctime=meta["last_modified"].timestamp(),
         )
 
