@@ -5,8 +5,8 @@ PostgreSQL (the same wheel the pipeline uses) is started in a temporary folder f
 
 The suite runs in parallel (pytest-xdist, options in pyproject.toml): each worker process is a
 session of its own, with its own embedded server and its own dbt target and log folders. The
-hooks at the end of this file choose the number of workers, keep the tests that share a
-module-scoped fixture on one worker, and hand out the longest tests first.
+hooks at the end of this file choose the number of workers and put the modules holding the
+longest tests first.
 """
 
 from __future__ import annotations
@@ -129,18 +129,13 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     chosen = os.environ.get("PYTEST_XDIST_AUTO_NUM_WORKERS", "").strip()
     if chosen.isdigit():
         return int(chosen)
-    named = [arg for arg in config.args if "::" in arg]
-    if len(named) == 1 and len(config.args) == 1:
+    if len(config.args) == 1 and "::" in config.args[0]:
         return 0
     return max(2, len(os.sched_getaffinity(0)))
 
 
-SHARED_SCOPES = ("module", "class", "package")
-
-
 def _start_rank(item: pytest.Item) -> int:
-    """The order of the first tests handed out: the longest (by their marks) first, so that no long
-    test starts last and keeps one worker busy after the others are done."""
+    """0 for the container tests, 1 for the slow ones, 2 for the rest."""
     if item.get_closest_marker("container"):
         return 0
     if item.get_closest_marker("slow") or item.get_closest_marker("faults"):
@@ -148,19 +143,17 @@ def _start_rank(item: pytest.Item) -> int:
     return 2
 
 
-@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Tests sharing a module-scoped fixture form one ``xdist_group`` (``--dist loadgroup``
-    runs a group on one worker, so the fixture is set up once); the slow tests come first.
+    """The modules holding the longest tests first, each module kept whole and in its order.
 
-    tryfirst: pytest-xdist reads the group marks in its own hook of this name.
+    ``--dist loadscope`` hands out whole modules (a module-scoped fixture is set up once) in this
+    order: a long module started last would keep one worker busy after the others are done.
     """
+    rank: dict[str, int] = {}
     for item in items:
-        info = getattr(item, "_fixtureinfo", None)
-        definitions = info.name2fixturedefs.values() if info is not None else ()
-        if any(defs[-1].scope in SHARED_SCOPES for defs in definitions if defs):
-            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::", 1)[0]))
-    items.sort(key=_start_rank)
+        module = item.nodeid.split("::", 1)[0]
+        rank[module] = min(rank.get(module, 2), _start_rank(item))
+    items.sort(key=lambda item: rank[item.nodeid.split("::", 1)[0]])
 
 
 from tests.pg_control import throwaway_server  # noqa: E402, F401 - a fixture for tests that restart a server
