@@ -128,6 +128,10 @@ class DaemonProcess:
         ]
         env = {k: v for k, v in os.environ.items() if not k.startswith(("DB_", "WEARABLE_"))}
         env.update({"DATABASE_URL": database_url, "WEARABLE_LOG_FORMAT": "json"})
+        # dbt's parse cache and log next to the daemon's log: several daemons of one test (and the
+        # tests of other workers) never write each other's (a restart of this one reuses them).
+        dbt_folder = log_path.with_name(log_path.name + ".dbt")
+        env.update({"DBT_TARGET_PATH": str(dbt_folder / "target"), "DBT_LOG_PATH": str(dbt_folder / "logs")})
         env.update(extra_env or {})
         self.env = env
         self.cwd = REPO_ROOT

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -108,7 +109,15 @@ def start_once(lake: Path, url: str, *extra: str) -> subprocess.Popen[str]:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=_ctrl_c_as_in_a_terminal,
     )
+
+
+def _ctrl_c_as_in_a_terminal() -> None:
+    """SIGINT back to its default in the child: a suite started as a shell's background job (or
+    by a runner that ignores SIGINT) passes the ignored SIGINT on, and Python then installs no
+    Ctrl-C handler: the one-shot run would go on as if no Ctrl-C came."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def settings_for_tests(data_dir: Path, database_url: str) -> Any:

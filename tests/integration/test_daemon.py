@@ -167,6 +167,7 @@ def test_a_writer_that_closes_and_reopens_at_once_is_loaded_once_whole(
         daemon.stop()
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not dbt_available(), reason="no dbt project")
 def test_drop_to_ready_counts_from_the_first_sight_of_the_file(
     lake: Path, tmp_path: Path, migrated_url: str

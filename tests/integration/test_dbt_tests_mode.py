@@ -25,6 +25,7 @@ from tests.helpers import DAILY_HEADER, daily_rows, run_cli, write_csv
 from watcher.transform import Transformer, profile_environment
 
 pytestmark = [
+    pytest.mark.slow,
     pytest.mark.timeout(300),
     pytest.mark.skipif(not dbt_available(), reason="no dbt project"),
 ]

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+import pytest
 
 from tests.daemon_helpers import REPO_ROOT, DaemonProcess, free_port, wait_until, write_daily
 from tests.helpers import once_json, run_cli
@@ -162,6 +163,7 @@ def test_a_pass_over_no_routed_file_says_which_names_load(migrated_url: str, tmp
     assert "'daily' and 'activity' → raw.daily_activity; 'sleep' → raw.sleep" in hint
 
 
+@pytest.mark.slow
 def test_make_run_demos_the_sample_apart_then_loads_drops_into_the_lake(tmp_path: Path) -> None:
     """The README's run command, as a newcomer runs it (no database configured)."""
     venv = Path(sys.prefix)

@@ -209,6 +209,7 @@ def _sha(content: int) -> str:
     return hashlib.sha256(CONTENTS[content]).hexdigest()
 
 
+@pytest.mark.slow
 def test_the_raw_tables_hold_what_the_lake_holds(two_databases: tuple[str, str]) -> None:
     LakeMachine.urls = two_databases
     run_state_machine_as_test(
@@ -222,6 +223,7 @@ def test_the_raw_tables_hold_what_the_lake_holds(two_databases: tuple[str, str])
     )
 
 
+@pytest.mark.slow
 def test_the_monthly_workflow_through_the_cli(tmp_path: Path, migrated_url: str, pg_admin_url: str) -> None:
     """One example of the property through the real CLI: load, archive, overwrite, compare with a
     fresh database loading the same lake."""

@@ -42,6 +42,7 @@ def test_migrations_apply_once_and_create_the_schemas(database_url: str) -> None
     assert {"raw.daily_activity", "raw.sleep", "ops.raw_ingest_manifest", "ops.pipeline_runs"} <= tables
 
 
+@pytest.mark.slow
 def test_upgrade_keeps_raw_rows_and_the_next_pass_rebuilds_the_models(
     database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -113,6 +114,7 @@ def test_upgrade_keeps_raw_rows_and_the_next_pass_rebuilds_the_models(
     assert lineage == [("new/dailyActivity_new.csv",), ("old/dailyActivity_old.csv",)]
 
 
+@pytest.mark.slow
 def test_marts_of_an_older_release_are_rebuilt_by_the_upgrade_without_a_manual_refresh(
     database_url: str, tmp_path: Path
 ) -> None:

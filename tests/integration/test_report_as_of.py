@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from tests.daemon_helpers import finished_runs
 from tests.helpers import DAILY_HEADER, daily_rows, once_json, run_cli, write_csv
 
 
+@pytest.mark.slow
 def test_report_says_what_its_numbers_stand_on(migrated_url: str, tmp_path: Path) -> None:
     lake = tmp_path / "lake"
     write_csv(lake / "first" / "dailyActivity_merged.csv", DAILY_HEADER, daily_rows(3, 30))
