@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import os
 import queue
 import re
 import threading
@@ -391,11 +390,14 @@ def clean_copy(
     route: Route,
     max_line_bytes: int,
     progress: ProgressCallback | None = None,
+    *,
+    size: int,
 ) -> StreamResult:
-    """The clean path: binary COPY for a file of ``BINARY_MIN_BYTES`` or more, text otherwise,
-    and text when the parser objects. ``RowProblem`` from the gate or the server: the caller
-    takes the checked path, as after ``stream_copy``."""
-    if _size(handle) >= BINARY_MIN_BYTES:
+    """The clean path: binary COPY for a file of ``BINARY_MIN_BYTES`` or more (``size``: the
+    version the landing zone gave), text otherwise, and text when the parser objects.
+    ``RowProblem`` from the gate or the server: the caller takes the checked path, as after
+    ``stream_copy``."""
+    if size >= BINARY_MIN_BYTES:
         try:
             with conn.transaction():
                 return binary_copy(cur, handle, route, max_line_bytes, progress)
@@ -403,16 +405,3 @@ def clean_copy(
             log.info("file_sent_as_text", reason=objection.reason)
         handle.seek(0)
     return stream_copy(cur, handle, route, max_line_bytes, progress)
-
-
-def _size(handle: BinaryIO) -> int:
-    """Bytes from the handle's position to its end (0 when the stream cannot tell)."""
-    known = getattr(getattr(handle, "raw", handle), "size", None)  # an object stream knows it
-    if isinstance(known, int):
-        return known - handle.tell()
-    if not handle.seekable():
-        return 0
-    here = handle.tell()
-    end = handle.seek(0, os.SEEK_END)
-    handle.seek(here)
-    return end - here

@@ -244,7 +244,7 @@ def _load(
     prepare_load(cur, route, load_id)
     try:
         with conn.transaction():  # everything this file writes; undone by _Discard
-            result = _read_into_table(conn, cur, candidate, route, relative, run_id, limits, progress)
+            result = _read_into_table(conn, cur, candidate, info, route, relative, run_id, limits, progress)
             check_unchanged(candidate, info)
             _discard_unless_new(cur, relative, entry, route, info, result)
     except _Discard as discard:
@@ -312,6 +312,7 @@ def _read_into_table(
     conn: psycopg.Connection[Any],
     cur: psycopg.Cursor[Any],
     candidate: Candidate,
+    info: Version,
     route: Route,
     relative: str,
     run_id: int | None,
@@ -322,7 +323,9 @@ def _read_into_table(
     with candidate.open() as handle:
         try:
             with conn.transaction():
-                fast = clean_copy(conn, cur, handle, route, limits.max_line_bytes, progress)
+                fast = clean_copy(
+                    conn, cur, handle, route, limits.max_line_bytes, progress, size=info.st_size
+                )
             mapping = fast.header.mapping
             return QuarantineResult(
                 fast.sha256, fast.rows, 0, fast.bytes_read, mapping, header_warnings(mapping)

@@ -36,8 +36,6 @@ class ObjectStream(io.RawIOBase):
         self._chunks: Iterator[Any] = iter(())
         self._pending = memoryview(b"")
         self._position = 0
-        self.size = 0
-        """The object's size in bytes (the version being read): a stream cannot seek to its end."""
         self._start()
 
     def _start(self) -> None:
@@ -50,7 +48,6 @@ class ObjectStream(io.RawIOBase):
                 result = obstore.get(self._store, self._key, options={"if_match": self._etag})
         except PreconditionError as exc:
             raise ObjectChanged("the object changed while it was being read") from exc
-        self.size = int(result.meta["size"])
         self._chunks = iter(result.stream(min_chunk_size=CHUNK_BYTES))
         self._pending = memoryview(b"")
         self._position = 0
