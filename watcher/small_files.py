@@ -250,7 +250,7 @@ def _look(
         raise _Alone from exc
     if not force and unchanged_since_recorded(entry, info.st_size, info.st_mtime_ns, info.etag):
         return FileOutcome(relative, "skipped", table=entry.target_table if entry else None)
-    if info.st_size > SMALL_FILE_BYTES or (entry is not None and entry.load_id is not None):
+    if not _fits_a_group(info, entry):
         raise _Alone  # large, or a path that holds rows (replace, take-over, restore)
     if info.st_size > room:
         return None
@@ -287,13 +287,18 @@ def _fetch_objects(
             continue
         if not force and unchanged_since_recorded(entry, version.st_size, version.st_mtime_ns, version.etag):
             continue
-        if version.st_size > SMALL_FILE_BYTES or (entry is not None and entry.load_id is not None):
+        if not _fits_a_group(version, entry):
             continue
         room -= version.st_size
         if room < 0:
             break
         fetched[candidate.relative] = pool.submit(_read_bytes, candidate)
     return fetched
+
+
+def _fits_a_group(version: Version, entry: ManifestEntry | None) -> bool:
+    """Small, and its path holds no rows (a replace, take-over or restore is loaded alone)."""
+    return version.st_size <= SMALL_FILE_BYTES and (entry is None or entry.load_id is None)
 
 
 def _read_bytes(candidate: Candidate) -> bytes:
