@@ -38,8 +38,8 @@ from bench.common import bench_server, median, psql_copy, scratch_database, writ
 
 CHILD = (
     "import sys\n"
-    "import watcher.binary_copy as b\n"
-    "b.ARROW_BLOCK_SIZE = int(sys.argv[1])\n"
+    "import watcher.arrow_rows as a, watcher.binary_copy as b\n"
+    "a.ARROW_BLOCK_SIZE = int(sys.argv[1])\n"
     "b.BINARY_MIN_BYTES = int(sys.argv[2])\n"
     "from watcher.cli import main\n"
     "sys.exit(main(sys.argv[3:]))\n"
@@ -50,13 +50,13 @@ ONCE = ("watch", "--once", "--no-dbt", "--metrics-addr", "off")
 
 def run_cli(url: str, lake: Path, block: int | None = None, min_bytes: int | None = None) -> dict[str, Any]:
     """One `watch --once --no-dbt` process: wall seconds, the file's load seconds, peak RSS."""
-    from watcher import binary_copy
+    from watcher import arrow_rows, binary_copy
 
     args = [*ONCE, "--json", "--data-dir", str(lake)]
     if block is None and min_bytes is None:
         command = [sys.executable, "-m", "watcher", *args]
     else:
-        block = binary_copy.ARROW_BLOCK_SIZE if block is None else block
+        block = arrow_rows.ARROW_BLOCK_SIZE if block is None else block
         min_bytes = binary_copy.BINARY_MIN_BYTES if min_bytes is None else min_bytes
         command = [sys.executable, "-c", CHILD, str(block), str(min_bytes), *args]
     env = {**os.environ, "DATABASE_URL": url, "WEARABLE_LOG_FORMAT": "json"}
@@ -146,13 +146,13 @@ def summarize(rows: int, runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any
 
 def size_rule(admin_url: str, tmp: Path, repeat: int) -> dict[str, Any]:
     """Load-only seconds of small files, text against binary, in one warm process; and the one-off
-    cost of importing pyarrow and pgpq (paid by the first binary load of a process)."""
+    cost of importing pyarrow and numpy (paid by the first binary load of a process)."""
     from watcher import binary_copy
     from watcher.database import migrate
     from watcher.ingest import LoadLimits, process_file
     from watcher.landing.scanner import inspect_entry
 
-    probe = "import time; t = time.perf_counter(); import pyarrow.csv, pyarrow.compute, pgpq; print(time.perf_counter() - t)"
+    probe = "import time; t = time.perf_counter(); import pyarrow.csv, numpy; print(time.perf_counter() - t)"
     imports = [
         float(
             subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
@@ -160,7 +160,7 @@ def size_rule(admin_url: str, tmp: Path, repeat: int) -> dict[str, Any]:
         for _ in range(repeat)
     ]
     figures: dict[str, Any] = {"import_s": round(median(imports), 3)}
-    print(f"  importing pyarrow and pgpq: {median(imports):.2f}s once per process")
+    print(f"  importing pyarrow and numpy: {median(imports):.2f}s once per process")
     with scratch_database(admin_url) as url:
         migrate(url)
         for rows in (1_000, 10_000, 30_000, 100_000, 300_000):

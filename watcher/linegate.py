@@ -20,20 +20,14 @@ class LineGate:
         self,
         file_columns: tuple[Column | None, ...],
         header_line: bytes,
-        shortcut: Callable[[bytes], bool] | None = None,
     ) -> None:
-        """``shortcut``: lines it passes are admitted without the pattern. Only for a reader that
-        checks itself what the pattern would have (the binary path: ``binary_copy``)."""
         eol = b"\r\n" if header_line.endswith(b"\r\n") else b"\n"
         self.eol = eol
         self._common = plain_lines_pattern(file_columns, eol, common=True)
         self._full = plain_lines_pattern(file_columns, eol)
-        self._shortcut = shortcut
         self._carry = b""
 
     def _plain(self, lines: bytes) -> bool:
-        if self._shortcut is not None and self._shortcut(lines):
-            return True
         stop = self._common.match(lines).end()  # type: ignore[union-attr]  # `*+` always matches
         if stop == len(lines):
             return True
@@ -49,6 +43,17 @@ class LineGate:
         lines = self._carry + block[: cut + 1] if self._carry else block[: cut + 1]
         self._carry = block[cut + 1 :]
         return lines if self._plain(lines) else None
+
+    def passes(self, block: bytes, vouch: Callable[[bytes, bytes, int], bool]) -> bool:
+        """Whether every line ``block`` completes is ordinary, as ``admit`` judges, but without the
+        pattern, nor a copy of the lines, where ``vouch(carry, block, end)`` vouches for the lines
+        ``carry + block[:end]``: for a reader that checks itself what the pattern would have (the
+        binary path: ``binary_copy``)."""
+        cut = block.rfind(b"\n")
+        if cut >= 0 and vouch(self._carry, block, cut + 1):
+            self._carry = block[cut + 1 :]
+            return True
+        return self.admit(block) is not None
 
     def admit_end(self) -> bytes | None:
         """The last line when the file does not end with a line end (b"" when it does), or None

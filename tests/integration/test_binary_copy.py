@@ -27,7 +27,7 @@ from tests.bad_inputs import Case, all_cases, build_lake, csv_bytes, daily_line,
 from tests.conftest import with_dbname
 from tests.helpers import DAILY_HEADER, SLEEP_HEADER
 from tests.integration.test_bad_input_mutations import check_loaded_file, mutated_file
-from watcher import binary_copy
+from watcher import arrow_rows, binary_copy
 from watcher.database import migrate
 from watcher.ingest import LoadLimits, process_file
 from watcher.landing.scanner import inspect_entry
@@ -251,7 +251,39 @@ SPELLINGS = {
     ],
 }
 SPELLINGS["int"] += ["-", "1-2", "AM", "1:2", "1/2", ".", " ", "0" * 40 + "13"]
+# Past the binary path's shortcut these reach pyarrow's reader itself: whitespace other than a
+# space, words a lenient reader takes for numbers, digits of other scripts, bytes of no number.
+SPELLINGS["int"] += ["\t13", "13\t", "\v13", "\u0661\u0663", "13\x00", "Infinity"]
+SPELLINGS["double"] += [
+    "\t1.5",
+    "1.5\t",
+    "\f1.5",
+    "Infinity",
+    "-inf",
+    "-Infinity",
+    "nan",
+    "-nan",
+    "INF",
+    "1.5\u00e9",
+    "0x1p3",
+    "1.5f",
+    "1.5d",
+    "1_000.5",
+    "\u0661.5",
+]
+SPELLINGS["date"] += ["\t4/12/2016", "4/12/2016\t", "4/12/2016\x00"]
 KINDS = ("id", "date", "int", *("double",) * 7, *("int",) * 5)
+
+
+ODD_LINES = [
+    b"",
+    b" ",
+    b",,,,,,,,,,,,,,",
+    b"\r",
+    b"1503960366,4/1/2016\r,13",
+    daily_line(0, day=2) + b"\n" + daily_line(1, day=3),  # the other line end, in a CRLF file
+    daily_line(0, day=2) + b"\r" + daily_line(1, day=3),  # a CR alone, between two rows
+]
 
 
 @st.composite
@@ -267,7 +299,7 @@ def spelled_file(draw: st.DrawFn) -> bytes:
             cells[at] = f'"{spelled}"' if spelled and draw(st.integers(0, 4)) == 0 else spelled
         lines.append(",".join(cells).encode())
     if draw(st.integers(0, 5)) == 0:  # a line that is no row, or a stray line end
-        odd = draw(st.sampled_from([b"", b" ", b",,,,,,,,,,,,,,", b"\r", b"1503960366,4/1/2016\r,13"]))
+        odd = draw(st.sampled_from(ODD_LINES))
         lines.insert(draw(st.integers(0, len(lines))), odd)
     eol = draw(st.sampled_from([b"\r\n", b"\n"]))
     bom = b"\xef\xbb\xbf" if draw(st.booleans()) else b""
@@ -357,8 +389,15 @@ def test_days_pyarrow_would_invent_are_rejected(
 
 @pytest.mark.parametrize(
     "value",
-    ["9" * 310, "-" + "9" * 309 + ".5", "0." + "0" * 330 + "1"],
-    ids=["too-large", "too-large-negative", "too-small"],
+    ["9" * 310, "-" + "9" * 309 + ".5", "0." + "0" * 330 + "1", "1e400", "1e-400", "-1E-400"],
+    ids=[
+        "too-large",
+        "too-large-negative",
+        "too-small",
+        "exp-large",
+        "exp-small",
+        "exp-small-negative",
+    ],
 )
 def test_numbers_a_lenient_parser_would_round_are_rejected(
     value: str, binary_db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -375,7 +414,7 @@ def test_numbers_a_lenient_parser_would_round_are_rejected(
 def test_line_numbers_hold_across_many_batches(
     binary_db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(binary_copy, "ARROW_BLOCK_SIZE", 4096)
+    monkeypatch.setattr(arrow_rows, "ARROW_BLOCK_SIZE", 4096)
     monkeypatch.setattr(binary_copy, "AHEAD", 1)
     lines = [daily_line(i, day=1 + i % 28) for i in range(2000)]
     path = _write(tmp_path, "dailyActivity_long.csv", csv_bytes(DAILY_HEADER, lines, final_eol=False))
@@ -389,7 +428,7 @@ def test_a_bad_line_far_into_the_file_rolls_the_binary_copy_back(
     binary_db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Batches already sent are undone; the checked path loads the good rows, rejects the bad."""
-    monkeypatch.setattr(binary_copy, "ARROW_BLOCK_SIZE", 4096)
+    monkeypatch.setattr(arrow_rows, "ARROW_BLOCK_SIZE", 4096)
     lines = [daily_line(i, day=1 + i % 28) for i in range(3000)]
     lines[2500] = lines[2500].replace(b",0,", b",zero,", 1)
     path = _write(tmp_path, "dailyActivity_late.csv", csv_bytes(DAILY_HEADER, lines))
