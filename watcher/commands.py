@@ -7,28 +7,34 @@ import os
 import signal
 import sys
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import psycopg
 import structlog
 
-from watcher import manifest, quality, runs, summary
+from watcher import manifest, runs, summary
 from watcher.config import Settings
 from watcher.database import (
+    apply_migrations,
+    connect,
     connection_error_text,
     connection_hint,
     current_database,
     database_url,
-    migrate,
 )
 from watcher.landing import open_zone
 from watcher.landing.readiness import ONCE_SETTLE_WINDOWS, Rules, wait_until_settled
 from watcher.landing.zone import Candidate
-from watcher.libpq_env import dbt_cannot_use_database
-from watcher.metrics import Metrics
+from watcher.metrics import Metrics, unrecorded
 from watcher.pipeline import EXIT_INFRASTRUCTURE, EXIT_USAGE, Pipeline
 from watcher.retry import is_transient, transient_retrying
 from watcher.routes import route_for
-from watcher.transform import Transformer
+
+if TYPE_CHECKING:
+    from watcher.transform import Transformer
+
+# Imported where used, not here: what a `watch --once --no-dbt` process does not need (dbt's
+# wrapper, the status queries) stays out of its start-up.
 
 log = structlog.get_logger(__name__)
 
@@ -48,11 +54,11 @@ def run_command(args: argparse.Namespace, settings: Settings) -> int:
                 for attempt in transient_retrying(
                     settings.retry_total_seconds, settings.retry_max_wait_seconds
                 ):
-                    with attempt:
-                        dbname = current_database(url)
+                    with attempt, connect(url, autocommit=True) as conn:
+                        dbname = current_database(conn)
                         if (refusal := _dbt_refusal(args, settings, dbname)) is not None:
                             return refusal
-                        migrate(url)
+                        apply_migrations(conn)
             except psycopg.OperationalError as exc:
                 if not is_transient(exc):
                     # A wrong setting (database, role, password, TLS): answered at once.
@@ -79,6 +85,8 @@ def _dbt_refusal(args: argparse.Namespace, settings: Settings, dbname: str) -> i
     """EXIT_USAGE when dbt is to build in a database whose name it cannot take; else None."""
     if args.command not in ("watch", "reprocess") or not settings.run_dbt:
         return None
+    from watcher.libpq_env import dbt_cannot_use_database
+
     reason = dbt_cannot_use_database(dbname)
     if reason is None:
         return None
@@ -111,25 +119,25 @@ def _dispatch(args: argparse.Namespace, settings: Settings, url: str) -> int:
     return run_daemon(settings, url)
 
 
-def make_pipeline(settings: Settings, url: str, *, show_progress: bool = False) -> Pipeline:
-    transformer = (
-        Transformer(
+def make_pipeline(settings: Settings, url: str, metrics: Metrics, *, show_progress: bool = False) -> Pipeline:
+    transformer: Transformer | None = None
+    if settings.run_dbt:
+        from watcher.transform import Transformer
+
+        transformer = Transformer(
             settings.dbt_project_dir,
             url,
             threads=settings.dbt_threads,
             tests=settings.dbt_tests,
             lock_timeout_seconds=settings.lock_timeout_seconds,
         )
-        if settings.run_dbt
-        else None
-    )
-    return Pipeline(settings, url, Metrics(), transformer=transformer, show_progress=show_progress)
+    return Pipeline(settings, url, metrics, transformer=transformer, show_progress=show_progress)
 
 
 def _once(settings: Settings, url: str, as_json: bool) -> int:
     """One pass over what the manifest does not know; files still being written stay unread."""
     zone = open_zone(settings)
-    pipeline = make_pipeline(settings, url, show_progress=True)
+    pipeline = make_pipeline(settings, url, unrecorded(), show_progress=True)  # no /metrics to serve
     try:
         try:
             listed = list(zone.scan())
@@ -172,6 +180,8 @@ def _settled_for_once(settings: Settings, waiting: list[Candidate]) -> tuple[lis
 
 
 def _status(url: str, as_json: bool, limit: int) -> int:
+    from watcher import quality
+
     with psycopg.connect(url) as conn:
         entries = manifest.all_entries(conn)
         recent = runs.recent_runs(conn, limit)
@@ -198,7 +208,7 @@ def _reprocess(args: argparse.Namespace, settings: Settings, url: str) -> int:
     loaded = [p for p in chosen if entries[p].status == "loaded"]
     zone = open_zone(settings)
     candidates = [zone.candidate(p) for p in chosen if p not in loaded]
-    pipeline = make_pipeline(settings, url)
+    pipeline = make_pipeline(settings, url, unrecorded())  # no /metrics to serve
     try:
         result = pipeline.run_pass(candidates, "reprocess", json_output=args.json, force=True)
     finally:

@@ -48,6 +48,7 @@ from watcher.landing.observer import (
 from watcher.landing.readiness import CONFIRM_SECONDS, DropTimes, Rules, Settled, Tracker
 from watcher.landing.scanner import inspect_entry
 from watcher.landing.zone import Candidate, ChangeSource, LandingZone
+from watcher.metrics import Metrics
 from watcher.pipeline import EXIT_OK, EXIT_USAGE, DatabaseUnavailable, Pipeline
 
 log = structlog.get_logger(__name__)
@@ -84,7 +85,7 @@ def run_daemon(settings: Settings, url: str) -> int:
     """Watch the landing zone until SIGTERM or SIGINT; 0 after a clean stop."""
     from watcher.commands import make_pipeline
 
-    pipeline = make_pipeline(settings, url)
+    pipeline = make_pipeline(settings, url, Metrics())
     try:
         return Daemon(settings, pipeline).run()
     finally:

@@ -181,10 +181,9 @@ def connection_error_text(error: BaseException, limit: int = 1000) -> str:
     return " ".join(str(error).split())[:limit]
 
 
-def current_database(url: str) -> str:
-    """The name of the database the connection string leads to (the server's answer)."""
-    with connect(url, autocommit=True) as conn:
-        row = conn.execute("SELECT current_database()").fetchone()
+def current_database(conn: psycopg.Connection[Any]) -> str:
+    """The name of the database the connection leads to (the server's answer)."""
+    row = conn.execute("SELECT current_database()").fetchone()
     return str(row[0]) if row else ""
 
 
@@ -213,36 +212,39 @@ def migrate(url: str) -> list[str]:
     Idempotent and safe to run from several processes at once: an advisory lock serializes
     migrators, and a migration already recorded in ``ops.schema_migrations`` is skipped.
     """
-    applied: list[str] = []
     with connect(url, autocommit=True) as conn:
-        conn.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK_KEY,))
-        try:
-            conn.execute("CREATE SCHEMA IF NOT EXISTS ops")
-            conn.execute(
-                """CREATE TABLE IF NOT EXISTS ops.schema_migrations (
-                       version integer PRIMARY KEY,
-                       name text NOT NULL,
-                       checksum text NOT NULL,
-                       applied_at timestamptz NOT NULL DEFAULT now())"""
-            )
-            done = {
-                row[0]: row[1] for row in conn.execute("SELECT version, checksum FROM ops.schema_migrations")
-            }
-            for migration in load_migrations():
-                if migration.version in done:
-                    if done[migration.version] != migration.checksum:
-                        log.warning("migration_changed_after_apply", migration=migration.name)
-                    continue
-                with conn.transaction():
-                    conn.execute(migration.sql_text.encode())
-                    conn.execute(
-                        "INSERT INTO ops.schema_migrations (version, name, checksum) VALUES (%s, %s, %s)",
-                        (migration.version, migration.name, migration.checksum),
-                    )
-                applied.append(migration.name)
-                log.info("migration_applied", migration=migration.name)
-        finally:
-            conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK_KEY,))
+        return apply_migrations(conn)
+
+
+def apply_migrations(conn: psycopg.Connection[Any]) -> list[str]:
+    """``migrate`` on a connection already open, in autocommit mode (a command's first one)."""
+    applied: list[str] = []
+    conn.execute("SELECT pg_advisory_lock(%s)", (MIGRATION_LOCK_KEY,))
+    try:
+        conn.execute("CREATE SCHEMA IF NOT EXISTS ops")
+        conn.execute(
+            """CREATE TABLE IF NOT EXISTS ops.schema_migrations (
+                   version integer PRIMARY KEY,
+                   name text NOT NULL,
+                   checksum text NOT NULL,
+                   applied_at timestamptz NOT NULL DEFAULT now())"""
+        )
+        done = {row[0]: row[1] for row in conn.execute("SELECT version, checksum FROM ops.schema_migrations")}
+        for migration in load_migrations():
+            if migration.version in done:
+                if done[migration.version] != migration.checksum:
+                    log.warning("migration_changed_after_apply", migration=migration.name)
+                continue
+            with conn.transaction():
+                conn.execute(migration.sql_text.encode())
+                conn.execute(
+                    "INSERT INTO ops.schema_migrations (version, name, checksum) VALUES (%s, %s, %s)",
+                    (migration.version, migration.name, migration.checksum),
+                )
+            applied.append(migration.name)
+            log.info("migration_applied", migration=migration.name)
+    finally:
+        conn.execute("SELECT pg_advisory_unlock(%s)", (MIGRATION_LOCK_KEY,))
     return applied
 
 

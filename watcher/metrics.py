@@ -2,21 +2,30 @@
 
 Names follow Prometheus conventions: a ``wearable_`` prefix, ``_total`` on counters, base units
 (``_seconds``). Labels have low cardinality (``table``, ``outcome``, ``status``); never a file name.
+
+prometheus_client is imported when a ``Metrics`` is made, not with this module: a one-shot command
+(``watch --once``, ``reprocess``) serves no /metrics, records into ``unrecorded()`` and never loads it.
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import REGISTRY
+from typing import TYPE_CHECKING, cast
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
 
 LATENCY_BUCKETS = (0.1, 0.25, 0.5, 0.75, 1, 1.25, 1.5, 2, 3, 5, 10, 30, 60, 120, 300)
 """Finer around 1 s, the drop-to-ready target: a p50 read from the buckets is close to the truth."""
 
 
 class Metrics:
-    """The pipeline's metrics, registered on one registry (the default one in production)."""
+    """The pipeline's metrics, registered on one registry (by default prometheus_client's own)."""
 
-    def __init__(self, registry: CollectorRegistry = REGISTRY) -> None:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        from prometheus_client import Counter, Gauge, Histogram
+        from prometheus_client.core import REGISTRY
+
+        registry = REGISTRY if registry is None else registry
         self.registry = registry
         self.files_processed = Counter(
             "wearable_files_processed_total",
@@ -105,3 +114,18 @@ class Metrics:
     def set_backend(self, backend: str) -> None:
         for name in dict.fromkeys(("inotify", "polling", backend)):
             self.watcher_backend.labels(backend=name).set(1 if name == backend else 0)
+
+
+class _Unrecorded:
+    """Stands for every instrument of ``Metrics`` and every call on it; nothing is kept."""
+
+    def __getattr__(self, _name: str) -> _Unrecorded:
+        return self
+
+    def __call__(self, *_args: object, **_kwargs: object) -> _Unrecorded:
+        return self
+
+
+def unrecorded() -> Metrics:
+    """Metrics that record nothing, for a process whose metrics no endpoint serves."""
+    return cast(Metrics, _Unrecorded())

@@ -13,7 +13,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 import structlog
@@ -49,7 +49,12 @@ from watcher.progress import Progress
 from watcher.retry import is_transient, transient_retrying
 from watcher.routes import route_for
 from watcher.small_files import GROUP_FILES, GroupResult, load_group
-from watcher.transform import BuildResult, Transformer, TransformUnavailable, transient_line
+
+if TYPE_CHECKING:
+    from watcher.transform import BuildResult, Transformer
+
+# watcher.transform (dbt's side) is imported only where a transformer is at work: a pass without
+# dbt never loads it.
 
 log = structlog.get_logger(__name__)
 
@@ -539,6 +544,8 @@ class Pipeline:
 
     @staticmethod
     def _models_missing(transformer: Transformer) -> bool:
+        from watcher.transform import TransformUnavailable
+
         try:
             return transformer.models_missing()
         except TransformUnavailable as exc:
@@ -599,6 +606,8 @@ class Pipeline:
                 nodes=len(build.nodes),
             )
 
+        from watcher.transform import TransformUnavailable
+
         stopping = should_stop or (lambda: False)
         try:
             build = self._build_retrying(self.transformer, changed, models_built, bound, stopping)
@@ -648,6 +657,7 @@ class Pipeline:
         """``transformer.build``, again while it fails on a transient fault only (a connection
         cut, the server restarting, a lock timeout), as loads are retried: the same time budget
         (``WEARABLE_RETRY_SECONDS``) and back-off. Each attempt is counted and timed."""
+        from watcher.transform import TransformUnavailable, transient_line
 
         def attempt() -> BuildResult:
             try:
@@ -740,6 +750,8 @@ class Pipeline:
         """
         if self.transformer is None or not self.settings.run_dbt or not self.transformer.available:
             return
+        from watcher.transform import TransformUnavailable
+
         started = time.monotonic()
         try:
             self.transformer.warm()  # a build meanwhile waits for this parse, not a second one

@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from watcher.inventory import no_routed_file_hint
 from watcher.manifest import ManifestEntry
 from watcher.pipeline import EXIT_FAILURES, EXIT_OK, PassResult
-from watcher.quality import TableQuality
 from watcher.runs import WORDS, count_words, word
+
+if TYPE_CHECKING:
+    from watcher.quality import TableQuality
 
 IGNORED_SHOWN = 5
 """Ignored files the text summary names; the rest are counted (thousands of notes, one line)."""
@@ -101,6 +102,8 @@ def pass_as_text(result: PassResult, *, pending: Sequence[str] = ()) -> str:
         lines.append(f"  ignored   … and {counts['ignored'] - IGNORED_SHOWN:,} more (`status` lists them)")
     lines.extend(f"  pending   {path}: {PENDING_REASON}" for path in pending)
     if result.outcomes and all(o.table is None and o.outcome == "ignored" for o in result.outcomes):
+        from watcher.inventory import no_routed_file_hint  # here: a pass rarely needs the hint
+
         lines.append(f"hint: {no_routed_file_hint()}")
     if result.build is not None:
         b = result.build
