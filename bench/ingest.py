@@ -38,8 +38,10 @@ from bench.common import bench_server, median, psql_copy, scratch_database, writ
 
 CHILD = (
     "import sys\n"
-    "import watcher.arrow_rows as a, watcher.binary_copy as b\n"
-    "a.ARROW_BLOCK_SIZE = int(sys.argv[1])\n"
+    "import watcher.binary_copy as b\n"
+    "if sys.argv[1] != '-':  # importing pyarrow only when the block size changes\n"
+    "    import watcher.arrow_rows as a\n"
+    "    a.ARROW_BLOCK_SIZE = int(sys.argv[1])\n"
     "b.BINARY_MIN_BYTES = int(sys.argv[2])\n"
     "from watcher.cli import main\n"
     "sys.exit(main(sys.argv[3:]))\n"
@@ -50,15 +52,14 @@ ONCE = ("watch", "--once", "--no-dbt", "--metrics-addr", "off")
 
 def run_cli(url: str, lake: Path, block: int | None = None, min_bytes: int | None = None) -> dict[str, Any]:
     """One `watch --once --no-dbt` process: wall seconds, the file's load seconds, peak RSS."""
-    from watcher import arrow_rows, binary_copy
+    from watcher import binary_copy
 
     args = [*ONCE, "--json", "--data-dir", str(lake)]
     if block is None and min_bytes is None:
         command = [sys.executable, "-m", "watcher", *args]
     else:
-        block = arrow_rows.ARROW_BLOCK_SIZE if block is None else block
         min_bytes = binary_copy.BINARY_MIN_BYTES if min_bytes is None else min_bytes
-        command = [sys.executable, "-c", CHILD, str(block), str(min_bytes), *args]
+        command = [sys.executable, "-c", CHILD, "-" if block is None else str(block), str(min_bytes), *args]
     env = {**os.environ, "DATABASE_URL": url, "WEARABLE_LOG_FORMAT": "json"}
     started = time.perf_counter()
     child = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
@@ -196,6 +197,7 @@ def main() -> int:
     parser.add_argument("--cli-rounds", type=int, default=3, help="rounds of bench.whole_process; 0 skips it")
     parser.add_argument("--cli-sizes", type=int, nargs="+", default=[1_000_000, 2_000_000])
     args = parser.parse_args()
+    whole_process.compile_package()
     figures: dict[str, Any] = {}
     with (
         tempfile.TemporaryDirectory(prefix="wp-bench-") as folder,

@@ -26,6 +26,7 @@ their start-up (``BINARY_MIN_BYTES``).
 from __future__ import annotations
 
 import contextlib
+import gc
 import hashlib
 import queue
 import threading
@@ -169,6 +170,8 @@ def binary_copy(
 
     The same contract as ``loader.stream_copy``; ``ParserObjection`` in addition (see above)."""
     from watcher.arrow_rows import encoded_batches  # pyarrow and numpy: for big files only
+
+    gc.freeze()  # as at start-up (``cli.main``): pyarrow and numpy stay loaded
 
     header = read_header(handle, route, max_line_bytes)
     if header.mapping.needs_projection:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -155,6 +156,9 @@ def _overrides(args: argparse.Namespace) -> Overrides:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # The modules loaded so far live as long as the process: out of the garbage collector's sight,
+    # a full collection and the interpreter's exit skip their objects (docs/design-decisions.md).
+    gc.freeze()
     args = build_parser().parse_args(argv)
     if args.command == "sample-data":
         from watcher.sample_data import generate
