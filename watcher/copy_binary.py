@@ -24,9 +24,6 @@ HEADER = SIGNATURE + (0).to_bytes(4, "big") + (0).to_bytes(4, "big")
 """The signature, no flags (no OIDs), no header extension."""
 TRAILER = (-1).to_bytes(2, "big", signed=True)
 
-POSTGRES_EPOCH_DAYS = 10_957
-"""Days from 1970-01-01 (Arrow's and numpy's dates) to 2000-01-01 (PostgreSQL's)."""
-
 
 @dataclass(frozen=True)
 class Field:
