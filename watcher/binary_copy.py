@@ -26,7 +26,6 @@ their start-up (``BINARY_MIN_BYTES``).
 from __future__ import annotations
 
 import contextlib
-import gc
 import hashlib
 import queue
 import threading
@@ -37,6 +36,7 @@ import psycopg
 import structlog
 from psycopg import sql
 
+from watcher.gcfreeze import freeze_loaded_modules
 from watcher.linegate import LineGate
 from watcher.loader import (
     DATA_ERRORS,
@@ -171,7 +171,7 @@ def binary_copy(
     The same contract as ``loader.stream_copy``; ``ParserObjection`` in addition (see above)."""
     from watcher.arrow_rows import encoded_batches  # pyarrow and numpy: for big files only
 
-    gc.freeze()  # as at start-up (``cli.main``): pyarrow and numpy stay loaded
+    freeze_loaded_modules()  # pyarrow and numpy, the first time
 
     header = read_header(handle, route, max_line_bytes)
     if header.mapping.needs_projection:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import gc
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,6 +17,7 @@ from watcher.config import (
     log_settings,
     secrets_to_hide,
 )
+from watcher.gcfreeze import freeze_loaded_modules
 from watcher.logsetup import configure_logging
 from watcher.pipeline import EXIT_INFRASTRUCTURE, EXIT_USAGE
 
@@ -156,9 +156,7 @@ def _overrides(args: argparse.Namespace) -> Overrides:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    # The modules loaded so far live as long as the process: out of the garbage collector's sight,
-    # a full collection and the interpreter's exit skip their objects (docs/design-decisions.md).
-    gc.freeze()
+    freeze_loaded_modules()
     args = build_parser().parse_args(argv)
     if args.command == "sample-data":
         from watcher.sample_data import generate
