@@ -7,7 +7,10 @@ For each file size, rounds in rotated order, each pipeline run on a database of 
 - ``psql``: `psql \\copy` of the file into a table of its data columns (the baseline);
 - ``fresh``: the real CLI (`watch --once --no-dbt`) on a new, empty database: it migrates, loads;
 - ``migrated``: the CLI on a database an earlier CLI run migrated: it loads;
-- ``text``: the same as ``migrated`` with the binary COPY switched off (today's text path).
+- ``text``: the same as ``migrated`` with the binary COPY switched off (today's text path);
+- ``floor``: the binary path's floor on this server: the file's rows, encoded beforehand in this
+  process, sent by one binary COPY into ``raw.daily_activity`` of a migrated database and
+  committed; what is timed is the server's work alone (no start-up, parse, hash or gate).
 Whole process is the CLI's wall time; load only is the file's own time in the CLI's summary (its
 transaction: read, hash, gate, COPY, manifest, commit). Peak RSS is each CLI process's own.
 ``--block-sizes`` repeats the migrated run with other pyarrow block sizes (MiB); ``--rss-gb`` loads
@@ -112,13 +115,52 @@ def measure(
                 continue
             with migrated_database(admin_url, empty_lake) as url:
                 checkpoint(url)
-                if mode == "migrated":
+                if mode == "floor":
+                    runs[mode].append(server_floor_in_a_process(url, path))
+                elif mode == "migrated":
                     runs[mode].append(run_cli(url, lake))
                 elif mode == "text":
                     runs[mode].append(run_cli(url, lake, min_bytes=1 << 62))
                 else:  # block size in MiB
                     runs[mode].append(run_cli(url, lake, block=int(mode.split(":")[1]) << 20))
     return runs
+
+
+def server_floor_in_a_process(url: str, path: Path) -> dict[str, Any]:
+    """``server_floor`` in a process of its own: pyarrow's memory pool keeps what the encoding
+    took, and every CLI process forked from this one would count it in its peak RSS."""
+    code = "import json, sys; from pathlib import Path; from bench.ingest import server_floor; "
+    code += "print(json.dumps(server_floor(sys.argv[1], Path(sys.argv[2]))))"
+    done = subprocess.run(
+        [sys.executable, "-c", code, url, str(path)], capture_output=True, text=True, check=True
+    )
+    figures: dict[str, Any] = json.loads(done.stdout)
+    return figures
+
+
+def server_floor(url: str, path: Path) -> dict[str, Any]:
+    """Seconds of one binary COPY of the file's rows, encoded before the clock starts."""
+    from watcher.arrow_rows import encoded_batches
+    from watcher.loader import read_header
+    from watcher.routes import DAILY_ACTIVITY
+
+    with path.open("rb") as handle:
+        header = read_header(handle, DAILY_ACTIVITY, 1 << 20)
+        payload = [bytes(piece) for piece, _ in encoded_batches(handle, header.mapping, lambda: None)]
+    columns = ", ".join(["_line_number", *(c.name for c in DAILY_ACTIVITY.columns)])
+    with psycopg.connect(url) as conn:
+        conn.execute("SELECT set_config('wearable.load_id', '1', false)")
+        conn.commit()
+        started = time.perf_counter()
+        with (
+            conn.cursor() as cur,
+            cur.copy(f"COPY raw.daily_activity ({columns}) FROM STDIN (FORMAT binary)") as copy,
+        ):
+            for piece in payload:
+                copy.write(piece)
+        conn.commit()
+        seconds = time.perf_counter() - started
+    return {"s": seconds, "load_s": seconds, "rss_mib": 0.0}
 
 
 def summarize(rows: int, runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
@@ -138,6 +180,11 @@ def summarize(rows: int, runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any
             "ratio_load": round(psql / load, 3),
             "peak_rss_mib": round(rss),
         }
+        if mode == "floor":
+            print(
+                f"  {'floor (the server alone)':<24} {load:6.2f}s       ({psql / load:.2f}x psql): the most a binary load reaches here"
+            )
+            continue
         print(
             f"  {mode:<24} {whole:6.2f}s whole ({psql / whole:.2f}x psql), {load:5.2f}s load only"
             f" ({psql / load:.2f}x), peak RSS {rss:.0f} MiB"
@@ -209,7 +256,7 @@ def main() -> int:
         for rows in [int(r) for r in args.rows.split(",")]:
             lake = tmp / f"lake{rows}"
             path = write_daily(lake / "dailyActivity_bench.csv", rows)
-            modes = ["psql", "fresh", "migrated", "text"]
+            modes = ["psql", "fresh", "migrated", "text", "floor"]
             if rows == 1_000_000 and args.block_sizes:
                 modes += [f"block:{b}" for b in args.block_sizes.split(",")]
             print(f"{rows:,} rows, {path.stat().st_size / 2**20:.0f} MiB, medians of {args.repeat}")
