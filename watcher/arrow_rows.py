@@ -129,8 +129,9 @@ def _checked_columns(
             column.type is ColumnType.DOUBLE
             and not np.isfinite(numbers if null is None else numbers[~null]).all()
         ):
-            # Over 308 digits: infinity to pyarrow, out of range to PostgreSQL.
-            raise ParserObjection("a number too large for a double", None)
+            # Over 308 digits (infinity to pyarrow, out of range to PostgreSQL), or a word such as
+            # inf or NaN: the text path decides.
+            raise ParserObjection(f"{column.header}: a value that is not a finite number", None)
         values.append(numbers)
         nulls.append(null)
     return values, nulls
