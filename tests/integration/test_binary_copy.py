@@ -327,6 +327,46 @@ def test_unusual_spellings_same_on_both_paths(
         check_loaded_file(conn, content.removeprefix(b"\xef\xbb\xbf"), loaded.outcome[1])
 
 
+# Values made of the bytes a number or a date is written with, and of those a lenient reader
+# might take for one: signs, points, exponents, letters of inf/NaN/AM/PM, whitespace of every
+# kind, digits of other scripts, a NUL. Past the shortcut, each reaches pyarrow, whose verdict
+# must be the text path's.
+HOSTILE = "0123456789+-.,/: eEinfatyINFATYAMPamp\t\v\f\x00\u0661\u0966\u00e9\u200b"
+
+
+@st.composite
+def hostile_file(draw: st.DrawFn) -> bytes:
+    """A daily-activity file of clean lines, some cells replaced by a short hostile value."""
+    count = draw(st.integers(1, 12))
+    lines = []
+    for i in range(count):
+        cells = daily_line(i, day=1 + i % 28).decode().split(",")
+        for _ in range(draw(st.integers(0, 3))):
+            at = draw(st.integers(0, len(cells) - 1))
+            cells[at] = draw(st.text(alphabet=HOSTILE, max_size=8))
+        lines.append(",".join(cells).encode())
+    return csv_bytes(DAILY_HEADER, lines, draw(st.sampled_from([b"\r\n", b"\n"])))
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(content=hostile_file())
+def test_hostile_values_same_on_both_paths(
+    content: bytes,
+    binary_db: str,
+    tmp_path_factory: pytest.TempPathFactory,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    lake = tmp_path_factory.mktemp("binhostile")
+    path = lake / "dailyActivity_hostile.csv"
+    path.write_bytes(content)
+    load_both(binary_db, lake, path, monkeypatch)
+
+
 # -- which path takes what ---------------------------------------------------------------------
 
 
