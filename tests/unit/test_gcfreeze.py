@@ -6,7 +6,9 @@ from __future__ import annotations
 import gc
 import importlib
 import sys
+import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -20,7 +22,7 @@ def thawed() -> Iterator[None]:
     gc.unfreeze()
 
 
-def test_freezes_once_per_new_modules(thawed: None, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_freezes_once_per_new_modules(thawed: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(gcfreeze, "_modules_when_frozen", 0)
     gcfreeze.freeze_loaded_modules()
     frozen = gc.get_freeze_count()
@@ -32,7 +34,9 @@ def test_freezes_once_per_new_modules(thawed: None, monkeypatch: pytest.MonkeyPa
     gcfreeze.freeze_loaded_modules()  # no module loaded since: nothing more is frozen
     assert gc.get_freeze_count() == frozen
 
-    name = next(m for m in ("colorsys", "sndhdr", "wave", "chunk", "plistlib") if m not in sys.modules)
-    importlib.import_module(name)
+    name = f"freshly_loaded_{uuid.uuid4().hex}"
+    (tmp_path / f"{name}.py").write_text("VALUES = [1, 2, 3]\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setitem(sys.modules, name, importlib.import_module(name))  # gone again after
     gcfreeze.freeze_loaded_modules()
     assert gc.get_freeze_count() > frozen
