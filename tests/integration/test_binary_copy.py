@@ -12,7 +12,7 @@ CR LF...), where a lenient parser would differ from PostgreSQL first.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -138,6 +138,25 @@ def load_both(
     return binary
 
 
+DIFFERENTIAL = settings(
+    max_examples=40,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+"""The property tests below: each example is a file loaded on both paths."""
+
+
+def load_both_written(
+    content: bytes, name: str, url: str, factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Loaded:
+    """``content`` written as ``name`` in a new lake, loaded through both paths (``load_both``)."""
+    lake = factory.mktemp("binlake")
+    path = lake / name
+    path.write_bytes(content)
+    return load_both(url, lake, path, monkeypatch)
+
+
 # -- the bad-input corpus ----------------------------------------------------------------------
 
 CASES = all_cases()
@@ -165,12 +184,7 @@ def test_corpus_case_same_on_both_paths(
 # -- random mutations --------------------------------------------------------------------------
 
 
-@settings(
-    max_examples=40,
-    deadline=None,
-    database=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
+@DIFFERENTIAL
 @given(content=mutated_file())
 def test_mutations_same_on_both_paths(
     content: bytes,
@@ -178,10 +192,7 @@ def test_mutations_same_on_both_paths(
     tmp_path_factory: pytest.TempPathFactory,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    lake = tmp_path_factory.mktemp("binmut")
-    path = lake / "dailyActivity_mutated.csv"
-    path.write_bytes(content)
-    load_both(binary_db, lake, path, monkeypatch)
+    load_both_written(content, "dailyActivity_mutated.csv", binary_db, tmp_path_factory, monkeypatch)
 
 
 # -- unusual spellings, one column at a time -----------------------------------------------------
@@ -286,18 +297,30 @@ ODD_LINES = [
 ]
 
 
+def lines_with_odd_cells(
+    draw: st.DrawFn, most_lines: int, most_cells: int, odd_cell: Callable[[st.DrawFn, int], str]
+) -> list[bytes]:
+    """Clean daily-activity lines, up to ``most_cells`` cells of each replaced by
+    ``odd_cell(draw, column)``."""
+    lines = []
+    for i in range(draw(st.integers(1, most_lines))):
+        cells = daily_line(i, day=1 + i % 28).decode().split(",")
+        for _ in range(draw(st.integers(0, most_cells))):
+            at = draw(st.integers(0, len(cells) - 1))
+            cells[at] = odd_cell(draw, at)
+        lines.append(",".join(cells).encode())
+    return lines
+
+
+def _spelled(draw: st.DrawFn, column: int) -> str:
+    spelled = draw(st.sampled_from(SPELLINGS[KINDS[column]]))
+    return f'"{spelled}"' if spelled and draw(st.integers(0, 4)) == 0 else spelled
+
+
 @st.composite
 def spelled_file(draw: st.DrawFn) -> bytes:
     """A daily-activity file of clean lines, some with one value in another spelling."""
-    count = draw(st.integers(1, 30))
-    lines = []
-    for i in range(count):
-        cells = daily_line(i, day=1 + i % 28).decode().split(",")
-        for _ in range(draw(st.integers(0, 2))):
-            at = draw(st.integers(0, len(cells) - 1))
-            spelled = draw(st.sampled_from(SPELLINGS[KINDS[at]]))
-            cells[at] = f'"{spelled}"' if spelled and draw(st.integers(0, 4)) == 0 else spelled
-        lines.append(",".join(cells).encode())
+    lines = lines_with_odd_cells(draw, 30, 2, _spelled)
     if draw(st.integers(0, 5)) == 0:  # a line that is no row, or a stray line end
         odd = draw(st.sampled_from(ODD_LINES))
         lines.insert(draw(st.integers(0, len(lines))), odd)
@@ -306,12 +329,7 @@ def spelled_file(draw: st.DrawFn) -> bytes:
     return bom + csv_bytes(DAILY_HEADER, lines, eol, final_eol=draw(st.booleans()))
 
 
-@settings(
-    max_examples=40,
-    deadline=None,
-    database=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
+@DIFFERENTIAL
 @given(content=spelled_file())
 def test_unusual_spellings_same_on_both_paths(
     content: bytes,
@@ -319,10 +337,7 @@ def test_unusual_spellings_same_on_both_paths(
     tmp_path_factory: pytest.TempPathFactory,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    lake = tmp_path_factory.mktemp("binspell")
-    path = lake / "dailyActivity_spelled.csv"
-    path.write_bytes(content)
-    loaded = load_both(binary_db, lake, path, monkeypatch)
+    loaded = load_both_written(content, "dailyActivity_spelled.csv", binary_db, tmp_path_factory, monkeypatch)
     with psycopg.connect(binary_db) as conn:  # and what both loaded (the same) is true to the file
         check_loaded_file(conn, content.removeprefix(b"\xef\xbb\xbf"), loaded.outcome[1])
 
@@ -337,23 +352,11 @@ HOSTILE = "0123456789+-.,/: eEinfatyINFATYAMPamp\t\v\f\x00\u0661\u0966\u00e9\u20
 @st.composite
 def hostile_file(draw: st.DrawFn) -> bytes:
     """A daily-activity file of clean lines, some cells replaced by a short hostile value."""
-    count = draw(st.integers(1, 12))
-    lines = []
-    for i in range(count):
-        cells = daily_line(i, day=1 + i % 28).decode().split(",")
-        for _ in range(draw(st.integers(0, 3))):
-            at = draw(st.integers(0, len(cells) - 1))
-            cells[at] = draw(st.text(alphabet=HOSTILE, max_size=8))
-        lines.append(",".join(cells).encode())
+    lines = lines_with_odd_cells(draw, 12, 3, lambda draw, _: draw(st.text(alphabet=HOSTILE, max_size=8)))
     return csv_bytes(DAILY_HEADER, lines, draw(st.sampled_from([b"\r\n", b"\n"])))
 
 
-@settings(
-    max_examples=40,
-    deadline=None,
-    database=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
+@DIFFERENTIAL
 @given(content=hostile_file())
 def test_hostile_values_same_on_both_paths(
     content: bytes,
@@ -361,10 +364,7 @@ def test_hostile_values_same_on_both_paths(
     tmp_path_factory: pytest.TempPathFactory,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    lake = tmp_path_factory.mktemp("binhostile")
-    path = lake / "dailyActivity_hostile.csv"
-    path.write_bytes(content)
-    load_both(binary_db, lake, path, monkeypatch)
+    load_both_written(content, "dailyActivity_hostile.csv", binary_db, tmp_path_factory, monkeypatch)
 
 
 # -- which path takes what ---------------------------------------------------------------------
