@@ -28,7 +28,7 @@ from typing import Any
 
 import psycopg
 
-from bench.common import bench_server, scratch_database, write_daily
+from bench.common import bench_server, once_command, scratch_database, write_daily
 from tests.s3_server import S3Server, start_s3_server
 
 
@@ -69,17 +69,7 @@ def once(url: str, landing: str, env_extra: dict[str, str]) -> tuple[float, dict
     """(seconds, JSON summary, peak RSS in MiB) of one `watch --once --no-dbt` process."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DB_", "WEARABLE_"))}
     env.update(env_extra, DATABASE_URL=url, WEARABLE_LOG_FORMAT="json")
-    command = [
-        sys.executable,
-        "-m",
-        "watcher",
-        "watch",
-        "--once",
-        "--no-dbt",
-        "--json",
-        "--data-dir",
-        landing,
-    ]
+    command = once_command(landing)
     with tempfile.TemporaryDirectory(prefix="wp-bench-rss-") as folder:
         rss_file = Path(folder) / "rss"
         started = time.perf_counter()

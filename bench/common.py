@@ -73,6 +73,21 @@ def _break(line: str) -> str:
     return ",".join(cells)
 
 
+def once_command(landing: str | Path) -> list[str]:
+    """The CLI's one pass over ``landing`` without dbt, its summary as JSON on stdout."""
+    return [
+        sys.executable,
+        "-m",
+        "watcher",
+        "watch",
+        "--once",
+        "--no-dbt",
+        "--json",
+        "--data-dir",
+        str(landing),
+    ]
+
+
 @contextmanager
 def bench_server(given: str | None = None) -> Iterator[str]:
     """The server to measure on, as the tests choose theirs: ``given``, else BENCH_DATABASE_URL,
@@ -186,7 +201,7 @@ def peak_rss_of_cli(url: str, lake: Path) -> tuple[float, float]:
     env = {**os.environ, "DATABASE_URL": url, "WEARABLE_LOG_FORMAT": "json"}
     started = time.perf_counter()
     subprocess.run(
-        [sys.executable, "-m", "watcher", "watch", "--once", "--no-dbt", "--json", "--data-dir", str(lake)],
+        once_command(lake),
         check=True,
         env=env,
         stdout=subprocess.DEVNULL,

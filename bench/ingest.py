@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from psycopg import sql
 
 from bench import whole_process
 from bench.common import bench_server, median, psql_copy, scratch_database, write_daily
@@ -141,20 +142,22 @@ def server_floor_in_a_process(url: str, path: Path) -> dict[str, Any]:
 def server_floor(url: str, path: Path) -> dict[str, Any]:
     """Seconds of one binary COPY of the file's rows, encoded before the clock starts."""
     from watcher.arrow_rows import encoded_batches
-    from watcher.loader import read_header
+    from watcher.loader import copy_statement, read_header
     from watcher.routes import DAILY_ACTIVITY
 
     with path.open("rb") as handle:
         header = read_header(handle, DAILY_ACTIVITY, 1 << 20)
         payload = [bytes(piece) for piece, _ in encoded_batches(handle, header.mapping, lambda: None)]
-    columns = ", ".join(["_line_number", *(c.name for c in DAILY_ACTIVITY.columns)])
+    statement = copy_statement(
+        DAILY_ACTIVITY, ("_line_number", *(c.name for c in DAILY_ACTIVITY.columns)), sql.SQL("FORMAT binary")
+    )
     with psycopg.connect(url) as conn:
         conn.execute("SELECT set_config('wearable.load_id', '1', false)")
         conn.commit()
         started = time.perf_counter()
         with (
             conn.cursor() as cur,
-            cur.copy(f"COPY raw.daily_activity ({columns}) FROM STDIN (FORMAT binary)") as copy,
+            cur.copy(statement) as copy,
         ):
             for piece in payload:
                 copy.write(piece)

@@ -40,6 +40,7 @@ from bench.common import (
     DAILY_COLUMNS,
     bench_server,
     median,
+    once_command,
     psql_binary,
     scratch_database,
     write_daily,
@@ -118,17 +119,7 @@ def cli_run(url: str, lake: Path, *, migrated: bool) -> Run:
         migrate(url)
     _checkpoint(url)
     env = {**os.environ, "DATABASE_URL": url, "WEARABLE_LOG_FORMAT": "json", "WEARABLE_LOG_LEVEL": "warning"}
-    command = [
-        sys.executable,
-        "-m",
-        "watcher",
-        "watch",
-        "--once",
-        "--no-dbt",
-        "--json",
-        "--data-dir",
-        str(lake),
-    ]
+    command = once_command(lake)
     whole, rss, cpu, out = _run_process(command, env)
     summary = json.loads(out)
     (loaded,) = summary["files"]

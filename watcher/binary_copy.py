@@ -44,6 +44,7 @@ from watcher.loader import (
     ProgressCallback,
     RowProblem,
     StreamResult,
+    bytes_after_last_newline,
     copy_error_line,
     copy_statement,
     describe_copy_error,
@@ -142,8 +143,7 @@ class _GatedReader:
         self.digest.update(block)
         self.bytes_read += len(block)
         self.newlines += block.count(b"\n")
-        cut = block.rfind(b"\n")
-        self.since_newline = self.since_newline + len(block) if cut < 0 else len(block) - cut - 1
+        self.since_newline = bytes_after_last_newline(block, self.since_newline)
         if self.since_newline > self._max_line_bytes:
             self.problem = too_long_problem(self.newlines + 2, self._max_line_bytes)
             return b""

@@ -203,7 +203,7 @@ def stream_copy(
                 total += len(block)
                 first_line = newlines + 2  # of the lines this block completes; the header is 1
                 newlines += block.count(b"\n")
-                since_newline = _bytes_after_last_newline(block, since_newline)
+                since_newline = bytes_after_last_newline(block, since_newline)
                 if since_newline > max_line_bytes:
                     raise too_long_problem(newlines + 2, max_line_bytes)
                 lines = gate.admit(block)
@@ -233,7 +233,7 @@ def stream_copy(
     return StreamResult(digest.hexdigest(), cur.rowcount, total, header)
 
 
-def _bytes_after_last_newline(block: bytes, carried: int) -> int:
+def bytes_after_last_newline(block: bytes, carried: int) -> int:
     """Length of the unfinished line at the end of ``block`` (bounded memory for huge lines)."""
     cut = block.rfind(b"\n")
     return carried + len(block) if cut < 0 else len(block) - cut - 1

@@ -11,7 +11,6 @@ CR LF...), where a lenient parser would differ from PostgreSQL first.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +23,7 @@ from hypothesis import strategies as st
 from psycopg import sql
 
 from tests.bad_inputs import Case, all_cases, build_lake, csv_bytes, daily_line, sleep_line
-from tests.conftest import with_dbname
+from tests.conftest import scratch_database
 from tests.helpers import DAILY_HEADER, SLEEP_HEADER
 from tests.integration.test_bad_input_mutations import check_loaded_file, mutated_file
 from watcher import arrow_rows, binary_copy
@@ -42,16 +41,9 @@ EMPTY = (  # DELETE, not TRUNCATE: on tables this small it takes a fraction of t
 
 @pytest.fixture(scope="module")
 def binary_db(pg_admin_url: str) -> Iterator[str]:
-    name = f"wp_bin_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(pg_admin_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    url = with_dbname(pg_admin_url, name)
-    migrate(url)
-    try:
+    with scratch_database(pg_admin_url, "wp_bin") as url:
+        migrate(url)
         yield url
-    finally:
-        with psycopg.connect(pg_admin_url, autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 @dataclass

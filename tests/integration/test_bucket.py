@@ -16,7 +16,6 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.conftest import FITBIT_DIR
 from tests.daemon_helpers import DaemonProcess, wait_until
 from tests.helpers import DAILY_HEADER, daily_rows, run_cli
 from tests.s3_server import S3Server, start_s3_server
@@ -50,12 +49,10 @@ def outcomes(payload: dict[str, Any]) -> dict[str, str]:
 
 
 def test_once_loads_the_real_export_from_a_bucket_and_a_second_run_nothing(
-    s3: S3Server, migrated_url: str
+    s3: S3Server, migrated_url: str, fitbit_dir: Path
 ) -> None:
-    if not FITBIT_DIR.is_dir():
-        pytest.skip(f"the real Fitbit export is not at {FITBIT_DIR}")
     bucket = s3.new_bucket()
-    s3.upload_folder(FITBIT_DIR, bucket, "exports/fitbit/")
+    s3.upload_folder(fitbit_dir, bucket, "exports/fitbit/")
     code, first = once(s3, migrated_url, f"s3://{bucket}/exports/fitbit/")
     assert code == 0, first
     assert first["counts"]["loaded"] == 3, first["counts"]

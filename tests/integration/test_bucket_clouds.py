@@ -16,7 +16,6 @@ import psycopg
 import pytest
 
 from tests.cloud_emulators import Azurite, FakeGcs, start_azurite, start_fake_gcs
-from tests.conftest import FITBIT_DIR
 from tests.helpers import DAILY_HEADER, daily_rows, run_cli
 
 
@@ -98,12 +97,10 @@ def upload_folder(cloud: Cloud, folder: Path, container: str, prefix: str) -> No
 
 
 def test_the_real_export_loads_from_the_cloud_and_a_second_run_loads_nothing(
-    cloud: Cloud, migrated_url: str
+    cloud: Cloud, migrated_url: str, fitbit_dir: Path
 ) -> None:
-    if not FITBIT_DIR.is_dir():
-        pytest.skip(f"the real Fitbit export is not at {FITBIT_DIR}")
     container = cloud.new_container()
-    upload_folder(cloud, FITBIT_DIR, container, "exports/fitbit/")
+    upload_folder(cloud, fitbit_dir, container, "exports/fitbit/")
     landing = f"{cloud.scheme}://{container}/exports/fitbit/"
     first = once(migrated_url, landing, cloud.env)
     assert first["counts"]["loaded"] == 3, first["counts"]
