@@ -15,7 +15,7 @@ Whole process is the CLI's wall time; load only is the file's own time in the CL
 transaction: read, hash, gate, COPY, manifest, commit). Peak RSS is each CLI process's own.
 ``--block-sizes`` repeats the migrated run with other pyarrow block sizes (MiB); ``--rss-gb`` loads
 a file of that size through the CLI for its peak RSS; ``--rule`` measures the text and the binary
-path on small files, for the size rule (``watcher.binary_copy.BINARY_MIN_BYTES``).
+path on small files, for the size rule (``watcher.binary_copy.binary_min_bytes``).
 Then ``bench.whole_process`` (``--cli-rounds 0`` skips it): the CLI and psql as processes, with the
 round-by-round gap between a migrated and a fresh database, and each process's own CPU time.
 """
@@ -46,11 +46,11 @@ CHILD = (
     "if sys.argv[1] != '-':  # importing pyarrow only when the block size changes\n"
     "    import watcher.arrow_rows as a\n"
     "    a.ARROW_BLOCK_SIZE = int(sys.argv[1])\n"
-    "b.BINARY_MIN_BYTES = int(sys.argv[2])\n"
+    "b.binary_min_bytes = lambda: int(sys.argv[2])\n"
     "from watcher.cli import main\n"
     "sys.exit(main(sys.argv[3:]))\n"
 )
-"""The CLI with the binary path's two settings changed (they are constants, not options)."""
+"""The CLI with the binary path's two settings changed (they are not options)."""
 ONCE = ("watch", "--once", "--no-dbt", "--metrics-addr", "off")
 
 
@@ -220,7 +220,8 @@ def size_rule(admin_url: str, tmp: Path, repeat: int) -> dict[str, Any]:
             times: dict[str, list[float]] = {"text": [], "binary": []}
             for _ in range(repeat):
                 for mode in times:
-                    binary_copy.BINARY_MIN_BYTES = 0 if mode == "binary" else 1 << 62
+                    threshold = 0 if mode == "binary" else 1 << 62
+                    binary_copy.binary_min_bytes = lambda threshold=threshold: threshold  # type: ignore[misc]
                     with psycopg.connect(url) as conn:
                         conn.execute(
                             "TRUNCATE raw.daily_activity, ops.raw_ingest_manifest, ops.file_loads CASCADE"

@@ -19,8 +19,8 @@ clean files"):
 * A value pyarrow refuses where PostgreSQL does not (a ``+`` before a whole number) raises
   ``ParserObjection``: the caller rolls back and sends the file as text.
 
-pyarrow and numpy are imported only when a file takes this path: tiny files would never repay
-their start-up (``BINARY_MIN_BYTES``).
+pyarrow and numpy are imported only when a file takes this path: small files would never repay
+their start-up (``BINARY_MIN_BYTES``; ``WARM_BINARY_MIN_BYTES`` once they are loaded).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import queue
+import sys
 import threading
 from collections.abc import Iterator
 from typing import Any, BinaryIO, TypeVar
@@ -241,8 +242,22 @@ def _ahead(items: Iterator[T], depth: int) -> Iterator[T]:
 
 
 BINARY_MIN_BYTES = 16 << 20
-"""Files smaller than this go as text: pyarrow's import and set-up cost more than binary COPY
-saves on them (the rule and its measurements: ``docs/design-decisions.md``, "Binary COPY")."""
+"""Files smaller than this go as text in a process that has not imported pyarrow yet: the import
+costs more than binary COPY saves on them (the rule and its measurements:
+``docs/design-decisions.md``, "Binary COPY")."""
+WARM_BINARY_MIN_BYTES = 2 << 20
+"""The same once pyarrow and numpy are loaded (a daemon that has taken one big file): only their
+set-up per file is left to repay, and the binary path is ahead from a few MiB."""
+
+
+def binary_min_bytes() -> int:
+    """The size from which a file goes as binary COPY in this process."""
+    return WARM_BINARY_MIN_BYTES if arrow_loaded() else BINARY_MIN_BYTES
+
+
+def arrow_loaded() -> bool:
+    """Whether this process has imported the parse and encoding side (pyarrow, numpy)."""
+    return "watcher.arrow_rows" in sys.modules
 
 
 def clean_copy(
@@ -255,11 +270,11 @@ def clean_copy(
     *,
     size: int,
 ) -> StreamResult:
-    """The clean path: binary COPY for a file of ``BINARY_MIN_BYTES`` or more (``size``: the
+    """The clean path: binary COPY for a file of ``binary_min_bytes()`` or more (``size``: the
     version the landing zone gave), text otherwise, and text when the parser objects.
     ``RowProblem`` from the gate or the server: the caller takes the checked path, as after
     ``stream_copy``."""
-    if size >= BINARY_MIN_BYTES:
+    if size >= binary_min_bytes():
         from watcher.arrow_rows import ParserObjection
 
         try:

@@ -11,6 +11,8 @@ CR LF...), where a lenient parser would differ from PostgreSQL first.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,7 +83,7 @@ def load(
 ) -> Loaded:
     spy = _Spy()
     with monkeypatch.context() as patch:
-        patch.setattr(binary_copy, "BINARY_MIN_BYTES", 0 if binary else 1 << 62)
+        patch.setattr(binary_copy, "binary_min_bytes", lambda: 0 if binary else 1 << 62)
         patch.setattr(binary_copy, "binary_copy", spy)
         with psycopg.connect(url) as conn:
             conn.execute(EMPTY)
@@ -469,13 +471,23 @@ def test_a_bad_line_far_into_the_file_rolls_the_binary_copy_back(
     assert loaded.rejected[0][1] == 2502
 
 
-def test_small_files_go_as_text(binary_db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The rule: below ``BINARY_MIN_BYTES`` the text path, from it on the binary path."""
+@pytest.mark.parametrize("warm", [False, True], ids=["cold", "warm"])
+def test_the_size_rule(binary_db: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, warm: bool) -> None:
+    """Below the threshold the text path, from it on the binary path; the threshold is lower in a
+    process that has already loaded pyarrow (``binary_min_bytes``)."""
     monkeypatch.setattr(binary_copy, "BINARY_MIN_BYTES", 20_000)
-    small = csv_bytes(DAILY_HEADER, [daily_line(i) for i in range(50)])
+    monkeypatch.setattr(binary_copy, "WARM_BINARY_MIN_BYTES", 5_000)
+    monkeypatch.setattr(binary_copy, "arrow_loaded", lambda: warm)
+    tiny = csv_bytes(DAILY_HEADER, [daily_line(i) for i in range(10)])
+    medium = csv_bytes(DAILY_HEADER, [daily_line(i) for i in range(50)])
     large = csv_bytes(DAILY_HEADER, [daily_line(i) for i in range(200)])
-    assert len(small) < 20_000 <= len(large) - len(DAILY_HEADER) - 2
-    for name, content, expected in (("small", small, "text"), ("large", large, "binary")):
+    assert len(tiny) < 5_000 < len(medium) < 20_000 < len(large)
+    cases = {
+        "tiny": (tiny, "text"),
+        "medium": (medium, "binary" if warm else "text"),
+        "large": (large, "binary"),
+    }
+    for name, (content, expected) in cases.items():
         path = _write(tmp_path, f"dailyActivity_{name}.csv", content)
         spy = _Spy()
         monkeypatch.setattr(binary_copy, "binary_copy", spy)
@@ -483,4 +495,16 @@ def test_small_files_go_as_text(binary_db: str, tmp_path: Path, monkeypatch: pyt
             conn.execute(EMPTY)
             done = process_file(conn, inspect_entry(tmp_path, path), run_id=None, limits=LIMITS)
             conn.commit()
-        assert (done.outcome, "binary" if spy.loaded else "text") == ("loaded", expected)
+        assert (name, done.outcome, "binary" if spy.loaded else "text") == (name, "loaded", expected)
+
+
+def test_a_process_is_warm_once_pyarrow_is_loaded() -> None:
+    """A new process starts with the high threshold and lowers it once the binary side is imported."""
+    probe = (
+        "from watcher import binary_copy as b\n"
+        "print(b.binary_min_bytes())\n"
+        "import watcher.arrow_rows\n"
+        "print(b.binary_min_bytes())\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == [str(binary_copy.BINARY_MIN_BYTES), str(binary_copy.WARM_BINARY_MIN_BYTES)]
