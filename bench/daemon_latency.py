@@ -29,6 +29,7 @@ import sys
 import tempfile
 import time
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +93,15 @@ def user_rows(conn: psycopg.Connection[Any], user: int) -> int:
     return int(row[0]) if row else 0
 
 
+def has_rows(conn: psycopg.Connection[Any], user: int, rows: int) -> bool:
+    return user_rows(conn, user) == rows
+
+
+def new_runs_that_loaded(url: str, known_runs: set[int]) -> list[dict[str, Any]]:
+    """The finished runs that loaded a file, other than ``known_runs``."""
+    return [r for r in finished_runs(url) if r["run_id"] not in known_runs and r["files_loaded"]]
+
+
 def latency(daemon: DaemonProcess, url: str, lake: Path, drops: int) -> dict[str, Any]:
     """Drops of 7 rows, one user each; half written in place, half renamed into place. Timed from
     the first write (the writer opening the file) to the user's rows in ``user_daily_activity``."""
@@ -122,16 +132,14 @@ def latency(daemon: DaemonProcess, url: str, lake: Path, drops: int) -> dict[str
             else:
                 write_daily(final, users=1, days=DROP_DAYS, first_id=user)
             wait_until(
-                lambda u=user: user_rows(conn, u) == DROP_DAYS,
+                partial(has_rows, conn, user, DROP_DAYS),
                 timeout=120,
                 interval=0.01,
                 message=f"drop {i}",
             )
             to_rows.append(time.time() - first_write)
             run = wait_until(
-                lambda known=before_runs: [
-                    r for r in finished_runs(url) if r["run_id"] not in known and r["files_loaded"]
-                ],
+                partial(new_runs_that_loaded, url, before_runs),
                 timeout=120,
                 interval=0.05,
                 message=f"the run of drop {i}",

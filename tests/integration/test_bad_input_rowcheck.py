@@ -45,7 +45,7 @@ def server_reads(conn: psycopg.Connection[Any], text: str, kind: ColumnType) -> 
     )
     try:
         with conn.transaction():
-            row = conn.execute(query, (text,)).fetchone()  # type: ignore[arg-type]
+            row = conn.execute(query, (text,)).fetchone()
     except psycopg.DataError:
         return False
     return bool(row and row[0])

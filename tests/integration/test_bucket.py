@@ -107,7 +107,9 @@ def test_an_overwrite_replaces_its_rows_and_a_copy_is_a_duplicate(s3: S3Server, 
             "SELECT l.source_path, count(*) FROM raw.daily_activity"
             " JOIN ops.file_loads l ON l.load_id = _load_id GROUP BY 1 ORDER BY 1"
         ).fetchall()
-        statuses = dict(conn.execute("SELECT source_path, status FROM ops.raw_ingest_manifest").fetchall())
+        statuses: dict[str, str] = dict(
+            conn.execute("SELECT source_path, status FROM ops.raw_ingest_manifest").fetchall()
+        )
     # One copy of each content: the new version of a/, and the first content (now held by b/).
     assert [count for _, count in rows] == [6, 6], rows
     assert statuses == {

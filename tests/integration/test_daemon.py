@@ -60,7 +60,9 @@ def test_a_drop_becomes_rows_a_run_and_metrics(lake: Path, tmp_path: Path, migra
 
         after = wait_until(
             lambda: (
-                (m := daemon.metrics()) and metric_sum(m, "wearable_runs_total", trigger="event") >= 1 and m
+                m
+                if (m := daemon.metrics()) and metric_sum(m, "wearable_runs_total", trigger="event") >= 1
+                else None
             ),
             timeout=30,
             message="the run in /metrics",
@@ -185,7 +187,11 @@ def test_drop_to_ready_counts_from_the_first_sight_of_the_file(
             out.flush()
             time.sleep(held)  # written, still open: not settled, but the user is waiting
         after = wait_until(
-            lambda: (m := daemon.metrics()) and metric_sum(m, "wearable_drop_to_ready_seconds_count") and m,
+            lambda: (
+                m
+                if (m := daemon.metrics()) and metric_sum(m, "wearable_drop_to_ready_seconds_count")
+                else None
+            ),
             timeout=60,
             message="the drop built",
         )

@@ -75,7 +75,7 @@ def test_fitbit_baselines_match_an_independent_computation(
         ).fetchone()
         sleep_nights = conn.execute("SELECT count(*) FROM intermediate.int_sleep_deduplicated")
         nights = sleep_nights.fetchone()
-        classes = dict(
+        classes: dict[str, int] = dict(
             conn.execute(
                 "SELECT trend_class, count(*) FROM marts.user_engagement_trend GROUP BY 1"
             ).fetchall()
@@ -103,7 +103,7 @@ def test_fitbit_partial_days_reliable_weeks_daily_view_sleep_efficiency_and_qual
 ) -> None:
     _fitbit_built(migrated_url, fitbit_dir, tmp_path / "target")
     with psycopg.connect(migrated_url) as conn:
-        days = dict(
+        days: dict[dt.date, list[bool]] = dict(
             conn.execute(
                 "SELECT activity_date, array_agg(DISTINCT is_complete_day)"
                 " FROM marts.user_daily_activity"
@@ -317,7 +317,7 @@ def test_incremental_build_after_small_drops_equals_a_full_refresh(migrated_url:
     assert rebuilt == {3, 4}  # only the users whose raw rows changed
     assert 20 not in users
     with psycopg.connect(migrated_url) as conn:
-        complete = dict(
+        complete: dict[int, bool] = dict(
             conn.execute(
                 "SELECT user_id, is_complete_day FROM marts.user_daily_activity"
                 " WHERE activity_date = %s AND user_id IN (4, 5)",

@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 import psycopg
@@ -47,6 +48,10 @@ def build_intervals(*logs: str) -> list[tuple[float, float]]:
     return sorted(intervals)
 
 
+def _answers_healthz(daemon: DaemonProcess) -> bool:
+    return daemon.get("/healthz")[0] == 200
+
+
 def test_two_daemons_and_a_once_run_share_1000_files(tmp_path: Path, migrated_url: str) -> None:
     lake = tmp_path / "lake"
     lake.mkdir()
@@ -57,7 +62,7 @@ def test_two_daemons_and_a_once_run_share_1000_files(tmp_path: Path, migrated_ur
         DaemonProcess(lake, migrated_url, tmp_path / "b.log") as second,
     ):
         for daemon in (first, second):
-            wait_until(lambda d=daemon: d.get("/healthz")[0] == 200, timeout=60, message="daemon up")
+            wait_until(partial(_answers_healthz, daemon), timeout=60, message="daemon up")
         once: subprocess.Popen[bytes] | None = None
         for part in range(10):
             (lake / f"part{part}").mkdir()

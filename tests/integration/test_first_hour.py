@@ -181,14 +181,19 @@ def test_make_run_demos_the_sample_apart_then_loads_drops_into_the_lake(tmp_path
              f"VENV={venv}", f"DATA={lake}", f"SAMPLE_PGDATA={sample_pgdata}"],
             cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
+
+    def text() -> str:
+        return log_path.read_text(errors="replace")
+
+    def daemon_part() -> str:
+        return text().split("== Now watching", 1)[-1]
+
     try:
-        text = lambda: log_path.read_text(errors="replace")  # noqa: E731
         wait_until(lambda: "landing_zone_empty" in text(), timeout=240, message="the daemon on the lake")
         demo = text()
         assert "holds no CSV export yet" in demo and "Users by trend (12 in all)" in demo
         assert f'"folder": "{lake.resolve()}"' in demo
         write_daily(lake / "2016-04-12_2016-05-12" / "dailyActivity_merged.csv", users=2, days=20)
-        daemon_part = lambda: text().split("== Now watching", 1)[-1]  # noqa: E731
         wait_until(
             lambda: '"dbt_build_succeeded"' in daemon_part(), timeout=240, message="the drop loaded and built"
         )

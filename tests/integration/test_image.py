@@ -196,7 +196,7 @@ def test_image_loads_the_export_read_only_under_a_random_uid(
     try:
         wait_until(lambda: readyz(engine, name), timeout=300, interval=1, message="/readyz to answer 200")
         with psycopg.connect(database_url) as conn:
-            rows = dict(
+            rows: dict[str, int] = dict(
                 conn.execute(
                     "SELECT source_path, rows_loaded FROM ops.raw_ingest_manifest WHERE status = 'loaded'"
                 ).fetchall()

@@ -62,7 +62,7 @@ def _loaded_by_line(url: str) -> list[tuple[int, int, int, int]]:
         rows = conn.execute(
             "SELECT _line_number, id, total_steps, calories FROM raw.daily_activity ORDER BY 1"
         ).fetchall()
-    return [tuple(r) for r in rows]  # type: ignore[misc]
+    return [tuple(r) for r in rows]
 
 
 def _expected_by_line(rows: list[str]) -> list[tuple[int, int, int, int]]:
@@ -115,12 +115,12 @@ def test_each_load_in_one_pass_stamps_its_own_rows(tmp_path: Path, database_url:
         write_csv(lake / f"dailyActivity_{number}.csv", DAILY_HEADER, rows)
     assert once_json(lake, database_url, "--no-dbt")[0] == 0
     with psycopg.connect(database_url) as conn:
-        rows = conn.execute(
+        stamped = conn.execute(
             "SELECT l.source_path, min(d.id), count(*), min(d._line_number), max(d._line_number)"
             " FROM raw.daily_activity d JOIN ops.file_loads l ON l.load_id = d._load_id"
             " GROUP BY l.source_path ORDER BY 1"
         ).fetchall()
-    assert rows == [(f"dailyActivity_{n}.csv", 1000000000 + n, 2 + n, 2, 3 + n) for n in range(4)]
+    assert stamped == [(f"dailyActivity_{n}.csv", 1000000000 + n, 2 + n, 2, 3 + n) for n in range(4)]
 
 
 def test_changed_file_replaces_its_rows_and_copy_is_duplicate(tmp_path: Path, database_url: str) -> None:
@@ -227,7 +227,7 @@ def test_real_fitbit_export_both_periods(tmp_path: Path, database_url: str, fitb
         "2016-04-12_2016-05-12/sleepDay_merged.csv": "loaded",
     }
     with psycopg.connect(database_url) as conn:
-        per_file = dict(
+        per_file: dict[str, int] = dict(
             conn.execute(
                 "SELECT l.source_path, count(*) FROM raw.daily_activity"
                 " JOIN ops.file_loads l ON l.load_id = _load_id GROUP BY 1"

@@ -40,7 +40,7 @@ def manifest(url: str) -> dict[str, dict[str, Any]]:
 
 def scalar(url: str, query: str, *params: Any) -> Any:
     with psycopg.connect(url) as conn:
-        row = conn.execute(query, params).fetchone()  # type: ignore[arg-type]
+        row = conn.execute(query, params).fetchone()
     return row[0] if row else None
 
 
