@@ -119,7 +119,7 @@ test-faults: $(STAMP) ## the fault suite alone (several instances, SIGKILL, data
 lint: $(STAMP) ## ruff and mypy
 	$(BIN)/ruff check watcher tests bench
 	$(BIN)/ruff format --check watcher tests bench
-	$(BIN)/mypy watcher
+	$(BIN)/mypy watcher tests bench
 
 bench: $(STAMP) ## run the benchmark scripts (prints figures and ratios; takes minutes)
 	$(BIN)/python -m bench.ingest
