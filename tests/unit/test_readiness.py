@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from watcher.config import Overrides, build_settings
-from watcher.daemon import rules_for
+from watcher.intake import rules_for
 from watcher.landing.readiness import (
     CONFIRM_SECONDS,
     ONCE_SETTLE_WINDOWS,
