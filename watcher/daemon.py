@@ -30,6 +30,7 @@ import psycopg
 import structlog
 
 from watcher.config import Settings
+from watcher.database_steps import DatabaseUnavailable
 from watcher.http_endpoint import HttpEndpoint
 from watcher.ingest import is_unrouted
 from watcher.inventory import log_inventory
@@ -49,7 +50,8 @@ from watcher.landing.readiness import CONFIRM_SECONDS, DropTimes, Rules, Settled
 from watcher.landing.scanner import inspect_entry
 from watcher.landing.zone import Candidate, ChangeSource, LandingZone
 from watcher.metrics import Metrics
-from watcher.pipeline import EXIT_OK, EXIT_USAGE, DatabaseUnavailable, Pipeline
+from watcher.pass_result import EXIT_OK, EXIT_USAGE
+from watcher.pipeline import Pipeline
 
 log = structlog.get_logger(__name__)
 
