@@ -15,11 +15,12 @@ import psycopg
 import structlog
 
 from watcher.config import Settings
+from watcher.database_steps import DatabaseUnavailable
 from watcher.intake import Intake, relative_to_zone
 from watcher.landing.readiness import DropTimes, Settled
 from watcher.landing.scanner import inspect_entry
 from watcher.landing.zone import Candidate
-from watcher.pipeline import DatabaseUnavailable, Pipeline
+from watcher.pipeline import Pipeline
 
 log = structlog.get_logger(__name__)
 

@@ -19,7 +19,7 @@ from watcher.config import (
 )
 from watcher.gcfreeze import freeze_loaded_modules
 from watcher.logsetup import configure_logging
-from watcher.pipeline import EXIT_INFRASTRUCTURE, EXIT_USAGE
+from watcher.pass_result import EXIT_INFRASTRUCTURE, EXIT_USAGE
 
 log = structlog.get_logger(__name__)
 

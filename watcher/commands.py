@@ -26,7 +26,8 @@ from watcher.landing import open_zone
 from watcher.landing.readiness import ONCE_SETTLE_WINDOWS, Rules, wait_until_settled
 from watcher.landing.zone import Candidate
 from watcher.metrics import Metrics, unrecorded
-from watcher.pipeline import EXIT_INFRASTRUCTURE, EXIT_USAGE, Pipeline
+from watcher.pass_result import EXIT_INFRASTRUCTURE, EXIT_USAGE
+from watcher.pipeline import Pipeline
 from watcher.retry import is_transient, transient_retrying
 from watcher.routes import route_for
 

@@ -31,13 +31,15 @@ import structlog
 
 from watcher.batches import BatchRunner
 from watcher.config import Settings
+from watcher.database_steps import DatabaseUnavailable
 from watcher.health import Health
 from watcher.http_endpoint import HttpEndpoint
 from watcher.intake import Intake
 from watcher.inventory import log_inventory
 from watcher.landing.observer import listen_for_overflow, stop_listening
 from watcher.metrics import Metrics
-from watcher.pipeline import EXIT_OK, EXIT_USAGE, DatabaseUnavailable, Pipeline
+from watcher.pass_result import EXIT_OK, EXIT_USAGE
+from watcher.pipeline import Pipeline
 from watcher.shutdown import Shutdown
 from watcher.waker import Waker
 

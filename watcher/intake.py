@@ -24,6 +24,7 @@ import psycopg
 import structlog
 
 from watcher.config import Settings
+from watcher.database_steps import DatabaseUnavailable
 from watcher.ingest import is_unrouted
 from watcher.landing import open_zone
 from watcher.landing.observer import (
@@ -37,7 +38,7 @@ from watcher.landing.observer import (
 )
 from watcher.landing.readiness import CONFIRM_SECONDS, Rules, Settled, Tracker
 from watcher.landing.zone import Candidate, ChangeSource, LandingZone
-from watcher.pipeline import DatabaseUnavailable, Pipeline
+from watcher.pipeline import Pipeline
 from watcher.waker import Waker
 
 log = structlog.get_logger(__name__)

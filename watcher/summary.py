@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from watcher.manifest import ManifestEntry
-from watcher.pipeline import EXIT_FAILURES, EXIT_OK, PassResult
+from watcher.pass_result import EXIT_FAILURES, EXIT_OK, PassResult
 from watcher.runs import WORDS, count_words, word
 
 if TYPE_CHECKING:

@@ -23,7 +23,8 @@ from tests.conftest import scratch_database
 from tests.helpers import DAILY_HEADER, daily_rows, once_json, settings_for_tests, write_csv
 from watcher.landing.scanner import scan
 from watcher.metrics import Metrics
-from watcher.pipeline import PassResult, Pipeline
+from watcher.pass_result import PassResult
+from watcher.pipeline import Pipeline
 
 MARCH = "2016-03-12_2016-04-11"
 APRIL = "2016-04-12_2016-05-12"
