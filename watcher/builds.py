@@ -29,6 +29,7 @@ from watcher.landing.readiness import DropTimes
 from watcher.lock_timeouts import LockTimeouts
 from watcher.metrics import Metrics
 from watcher.pass_result import LOADING_OUTCOMES, PassResult
+from watcher.retry import transient_line
 from watcher.stopping import StopRequest, StopWhen
 
 if TYPE_CHECKING:
@@ -204,7 +205,7 @@ class Builds:
         """``transformer.build``, again while it fails on a transient fault only (a connection
         cut, the server restarting, a lock timeout), as loads are retried: the same time budget
         (``WEARABLE_RETRY_SECONDS``) and back-off. Each attempt is counted and timed."""
-        from watcher.transform import TransformUnavailable, transient_line
+        from watcher.transform import TransformUnavailable
 
         def attempt() -> BuildResult:
             try:

@@ -59,6 +59,28 @@ PERMANENT_CLIENT_ANSWERS = (
     "server requested",
 )
 PERMANENT_SQLSTATES = ("57P04",)  # database_dropped: waiting does not bring it back
+# dbt reports a node's database error as text only (no SQLSTATE): what heals by waiting is told
+# by its words. The server's answers above, and the messages of the SQLSTATEs ``is_transient``
+# retries (40001, 40P01, 55P03, 57P01-57P03, 53300) and of libpq (psycopg2's, in dbt) for a
+# connection that failed or was lost.
+TRANSIENT_MESSAGES = (
+    *TRANSIENT_SERVER_ANSWERS,
+    "canceling statement due to lock timeout",
+    "could not obtain lock",
+    "deadlock detected",
+    "could not serialize access",
+    "too many connections",
+    "server closed the connection unexpectedly",
+    "connection already closed",
+    "no connection to the server",
+    "could not connect to server",
+    "connection refused",
+    "failed: no such file or directory",  # the server's socket is gone: it is restarting
+    "connection timed out",
+    "ssl connection has been closed unexpectedly",
+    "could not receive data from server",
+    "could not send data to server",
+)
 
 
 def connection_refused_for_good(message: str) -> bool:
@@ -87,6 +109,21 @@ def is_transient(exc: BaseException) -> bool:
             return not connection_refused_for_good(str(exc))
         return sqlstate.startswith("08") or sqlstate.startswith("57P")
     return False
+
+
+def transient_line(text: str | None) -> str | None:
+    """The line of an error text (dbt's) that names a fault that heals by waiting; None if none
+    does."""
+    for line in (text or "").splitlines():
+        lowered = line.lower()
+        if any(phrase in lowered for phrase in TRANSIENT_MESSAGES):
+            return line.strip()
+    return None
+
+
+def is_transient_message(text: str | None) -> bool:
+    """Whether an error text (dbt's) names a fault that heals by waiting."""
+    return transient_line(text) is not None
 
 
 def _log_retry(state: RetryCallState) -> None:

@@ -31,7 +31,7 @@ from psycopg import sql
 
 from watcher.config import DBT_TEST_MODES
 from watcher.libpq_env import for_dbt, write_service_file
-from watcher.retry import is_transient
+from watcher.retry import is_transient, is_transient_message, transient_line
 
 log = structlog.get_logger(__name__)
 
@@ -61,49 +61,7 @@ class TransformUnavailable(RuntimeError):
         self.transient = transient
 
 
-# dbt reports a node's database error as text only (no SQLSTATE): these are PostgreSQL's and
-# libpq's messages for the faults that heal by waiting (the SQLSTATEs ``is_transient`` retries:
-# 08*, 57P01-57P03, 53300, 40001, 40P01, 55P03), and psycopg2's for a connection already lost.
-TRANSIENT_MESSAGES = (
-    "canceling statement due to lock timeout",
-    "could not obtain lock",
-    "deadlock detected",
-    "could not serialize access",
-    "terminating connection due to administrator command",
-    "terminating connection because of crash of another server process",
-    "terminating connection due to unexpected postmaster exit",
-    "the database system is shutting down",
-    "the database system is starting up",
-    "the database system is in recovery mode",
-    "the database system is not yet accepting connections",
-    "too many clients already",
-    "too many connections",
-    "server closed the connection unexpectedly",
-    "connection already closed",
-    "no connection to the server",
-    "could not connect to server",
-    "connection refused",
-    "failed: no such file or directory",  # the server's socket is gone: it is restarting
-    "connection timed out",
-    "ssl connection has been closed unexpectedly",
-    "could not receive data from server",
-    "could not send data to server",
-)
 LOCK_TIMEOUT_MESSAGE = "canceling statement due to lock timeout"
-
-
-def transient_line(text: str | None) -> str | None:
-    """The line of a dbt error text that names a fault that heals by waiting; None if none does."""
-    for line in (text or "").splitlines():
-        lowered = line.lower()
-        if any(phrase in lowered for phrase in TRANSIENT_MESSAGES):
-            return line.strip()
-    return None
-
-
-def is_transient_message(text: str | None) -> bool:
-    """Whether a dbt error text names a fault that heals by waiting."""
-    return transient_line(text) is not None
 
 
 @dataclass

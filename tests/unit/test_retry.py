@@ -7,7 +7,7 @@ import pytest
 from psycopg import errors
 
 from watcher.database import connection_hint
-from watcher.retry import is_transient
+from watcher.retry import TRANSIENT_SERVER_ANSWERS, is_transient, is_transient_message, transient_line
 
 PREFIX = 'connection failed: connection to server at "db", port 5432 failed: '
 
@@ -69,3 +69,50 @@ def test_hints_name_what_is_wrong() -> None:
     )
     assert "user" in connection_hint(psycopg.OperationalError(PREFIX + 'FATAL:  role "x" does not exist'))
     assert "sslrootcert" in connection_hint(psycopg.OperationalError(PREFIX + "certificate verify failed"))
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Database Error in model x (models/x.sql)\n  canceling statement due to lock timeout\n  compiled code at ...",
+        "could not serialize access due to concurrent update",
+        "deadlock detected",
+        "FATAL:  terminating connection due to administrator command",
+        "FATAL:  terminating connection due to idle-session timeout",
+        "FATAL:  the database system is in recovery mode",
+        "FATAL:  sorry, too many clients already",
+        'FATAL:  too many connections for role "pipeline"',
+        "server closed the connection unexpectedly\n\tThis probably means the server terminated abnormally",
+        "connection already closed",
+        'connection to server on socket "/run/pg/.s.PGSQL.5432" failed: No such file or directory',
+    ],
+)
+def test_error_texts_that_heal_by_waiting(text: str) -> None:
+    """dbt's errors carry text only: the words decide, and the line that names the fault is kept."""
+    line = transient_line(text)
+    assert line is not None and line in text
+    assert is_transient_message(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        'relation "raw.daily_activity" does not exist',
+        'column "steps" does not exist',
+        "division by zero",
+        'FATAL:  password authentication failed for user "pipeline"',
+        "could not extend file: No space left on device",
+        "",
+        None,
+    ],
+)
+def test_error_texts_that_do_not_heal(text: str | None) -> None:
+    assert transient_line(text) is None
+    assert not is_transient_message(text)
+
+
+@pytest.mark.parametrize("answer", TRANSIENT_SERVER_ANSWERS)
+def test_every_server_answer_retried_on_connect_is_transient_text_too(answer: str) -> None:
+    """One vocabulary: an answer that a connection retries is a transient fault in dbt's text."""
+    assert is_transient(psycopg.OperationalError(f"{PREFIX}FATAL:  {answer}"))
+    assert is_transient_message(f"FATAL:  {answer}")
