@@ -1,6 +1,7 @@
 """Incremental dbt build after a one-user drop, against a full refresh, on a 1,000,000-row history.
 
 Run: python -m bench.dbt_incremental [--database-url URL] [--users 1000] [--days 1000]
+     [--without-brin]
 
 The server is --database-url, else BENCH_DATABASE_URL, else TEST_DATABASE_URL, else an embedded
 one. A scratch database (--bench-db) is created on it and dropped at the end (unless --keep).
@@ -18,6 +19,8 @@ Measured in the same run, with the project parsed once as the pipeline does:
      runs it), ``build*`` (without unit tests: they check logic on fixed rows, not data, and
      cost the same at any size) and ``run`` (models only).
 Every timed build starts after VACUUM ANALYZE, so that autovacuum does not run during it.
+``--without-brin`` drops the BRIN indexes on ``_load_id`` before the history is written: the
+cost of the incremental path without them (the loads' side of that trade: ``bench/ingest.py``).
 """
 
 from __future__ import annotations
@@ -305,6 +308,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--repeat", type=int, default=1, help="drops timed per variant (median)")
     parser.add_argument("--keep", action="store_true", help="keep the scratch database")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    parser.add_argument(
+        "--without-brin",
+        action="store_true",
+        help="drop the BRIN indexes on _load_id first: what the incremental build costs without them",
+    )
     return parser.parse_args(argv)
 
 
@@ -318,6 +326,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         scratch_database(server, args.bench_db, keep=args.keep) as url,
     ):
         migrate(url)
+        if args.without_brin:
+            with psycopg.connect(url, autocommit=True) as conn:
+                conn.execute("DROP INDEX raw.daily_activity_load_brin, raw.sleep_load_brin")
+            print("without the BRIN indexes on _load_id")
         started = time.perf_counter()
         rows = generate_history(url, args.users, args.days, args.files)
         print(
