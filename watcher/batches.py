@@ -93,7 +93,7 @@ class BatchRunner:
     def retry_build(self) -> None:
         """A build that failed on a transient fault is tried again at each backstop tick, so the
         models converge without a new file."""
-        if not self.pipeline.build_retry_wanted or self.should_stop():
+        if not self.pipeline.builds.retry_wanted or self.should_stop():
             return
         self.pass_started = self.clock()
         try:
@@ -119,7 +119,7 @@ class BatchRunner:
         self.backoff = min(MAX_BACKOFF_SECONDS, max(1.0, self.backoff * 2))
         self.retry_at = self.clock() + self.backoff
         self.problem = error.splitlines()[0] if error else "a database error"
-        if not self.pipeline.lock_problem:  # a lock wait is no outage
+        if not self.pipeline.locks.problem:  # a lock wait is no outage
             self.metrics.database_up.set(0)
         log.warning(
             "batch_deferred",

@@ -57,6 +57,7 @@ class Builds:
         self.locks = locks
         self.stop = stop
         self.last_failed = False
+        """The last build did not succeed (for /readyz)."""
         self.retry_wanted = False
         """The last build failed on a transient fault: the daemon tries it again at its backstop tick."""
 

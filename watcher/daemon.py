@@ -72,7 +72,7 @@ class Daemon:
         self.clock = clock
         self.waker = Waker()
         self.shutdown = Shutdown(self.waker, pipeline.cancel_statements)
-        pipeline.should_stop = self.shutdown.should_stop  # also cuts database retries short on a stop
+        pipeline.stop.check = self.shutdown.should_stop  # also cuts database retries short on a stop
         self.intake = Intake(settings, pipeline, self.waker, clock=clock)
         self.batches = BatchRunner(
             settings, pipeline, self.intake, should_stop=self.shutdown.should_stop, clock=clock

@@ -90,13 +90,13 @@ class Health:
             return False, "the database does not answer"
         if self.batches.pass_started is not None and (waits := self.pipeline.lock_waits()):
             return False, f"waiting for a lock on {', '.join(waits)}"
-        if self.pipeline.lock_problem:
-            return False, self.pipeline.lock_problem
+        if self.pipeline.locks.problem:
+            return False, self.pipeline.locks.problem
         if self.intake.listing_problem:
             return False, f"the landing zone cannot be listed: {self.intake.listing_problem}"
         if self.batches.problem:
             return False, f"the last batch could not run: {self.batches.problem}"
-        if self.pipeline.last_build_failed:
+        if self.pipeline.builds.last_failed:
             return False, "the last dbt build failed"
         return True, "ready"
 

@@ -73,29 +73,6 @@ class Pipeline:
         self.steps = DatabaseSteps(self.db, settings, metrics, self.locks, self.stop)
         self.builds = Builds(settings, metrics, transformer, self.steps, self.locks, self.stop)
 
-    @property
-    def should_stop(self) -> Callable[[], bool] | None:
-        """Set by a long-running owner (the daemon): True ends retries early and stops passes."""
-        return self.stop.check
-
-    @should_stop.setter
-    def should_stop(self, check: Callable[[], bool] | None) -> None:
-        self.stop.check = check
-
-    @property
-    def lock_problem(self) -> str | None:
-        """The last lock wait that timed out, until the step that timed out succeeds (for /readyz)."""
-        return self.locks.problem
-
-    @property
-    def last_build_failed(self) -> bool:
-        return self.builds.last_failed
-
-    @property
-    def build_retry_wanted(self) -> bool:
-        """The last build failed on a transient fault: the daemon tries it again at its backstop tick."""
-        return self.builds.retry_wanted
-
     def cancel_statements(self) -> int:
         """Cancel what the pass waits for in the database now (its load, its dbt build).
 
@@ -162,12 +139,12 @@ class Pipeline:
     ) -> PassResult:
         """Process the candidates, then one dbt build if anything landed; record the run.
 
-        ``should_stop`` (default: ``self.should_stop``) is asked before each file and while a
+        ``should_stop`` (default: the owner's, ``self.stop.check``) is asked before each file and while a
         file streams: once it answers True, no further file starts and the file in flight is
         rolled back (it stays pending). ``rebuild``: raw tables whose models are built even when
         nothing lands.
         """
-        should_stop = should_stop or self.should_stop
+        should_stop = should_stop or self.stop.check
         started = time.monotonic()
         result = PassResult(trigger)
         bound = log.bind(trigger=trigger)
