@@ -374,6 +374,18 @@ PAGE_DRAWN_JS = """() => {
     && count('[data-testid="stDataFrame"]') >= 3
     && count('[data-testid="stException"]') === 0;
 }"""
+PAGE_STATE_JS = """() => ({
+  metrics: document.querySelectorAll('[data-testid="stMetric"]').length,
+  charts: document.querySelectorAll('[data-testid="stVegaLiteChart"] canvas, [data-testid="stVegaLiteChart"] svg').length,
+  tables: document.querySelectorAll('[data-testid="stDataFrame"]').length,
+  exceptions: Array.from(document.querySelectorAll('[data-testid="stException"]')).map((e) => e.innerText),
+})"""
+"""What the page holds of what ``PAGE_DRAWN_JS`` waits for: the message when it never comes."""
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--disable-quic",
+]  # fmt: skip
+"""Headless, with none of the browser's own traffic: the tests need no network but loopback."""
 WINDOW = (1400, 2000)
 
 
@@ -437,16 +449,24 @@ class PageView:
 
 def open_page(url: str, tmp_path: Path, timeout_ms: int = 90_000) -> PageView:
     """Serve the page on the marts at url, open it in headless Chromium, wait until drawn."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import sync_playwright
 
     chromium = chromium_binary()
     with streamlit_server(url, tmp_path) as port, sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=chromium, args=["--no-sandbox", "--disable-gpu"])
+        browser = playwright.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
         try:
             width, height = WINDOW
             page = browser.new_page(viewport={"width": width, "height": height})
             page.goto(f"http://127.0.0.1:{port}/", timeout=timeout_ms)
-            page.wait_for_function(PAGE_DRAWN_JS, timeout=timeout_ms)
+            try:
+                page.wait_for_function(PAGE_DRAWN_JS, timeout=timeout_ms)
+            except PlaywrightTimeout:
+                log = (tmp_path / "streamlit.log").read_text(errors="replace")[-3000:]
+                raise AssertionError(
+                    f"the page was not drawn in {timeout_ms / 1000:.0f} s; it held"
+                    f" {page.evaluate(PAGE_STATE_JS)}; the server's log ends:\n{log}"
+                ) from None
             page.wait_for_timeout(1000)  # let the charts finish their first paint
             metrics = {}
             for metric in page.locator('[data-testid="stMetric"]').all():
