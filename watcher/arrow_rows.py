@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from watcher.copy_binary import HEADER, TRAILER, Field, RowEncoder
+from watcher.errortext import first_line
 from watcher.loader import FileProblem, RowProblem
 from watcher.routes import Column, ColumnType, HeaderMapping
 from watcher.rowcheck import PLAIN_DATE
@@ -74,18 +75,18 @@ def encoded_batches(
             [Field("_line_number", ">i4"), *(Field(c.name, _WIRE_TYPES[c.type]) for c in columns)]
         )
         yield HEADER, 0
-        first_line = 2  # the header is line 1
+        batch_first_line = 2  # the header is line 1
         for batch in batches:
-            line_numbers = np.arange(first_line, first_line + batch.num_rows, dtype=np.int32)
+            line_numbers = np.arange(batch_first_line, batch_first_line + batch.num_rows, dtype=np.int32)
             values, nulls = _checked_columns(batch, columns)
-            first_line += batch.num_rows
+            batch_first_line += batch.num_rows
             yield encoder.encode([line_numbers, *values], [None, *nulls]), batch.num_rows
         yield TRAILER, 0
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
         ended = problem()
         if ended is not None:  # the gate ended the stream in the middle of a line
             raise ended from exc
-        raise ParserObjection(f"the CSV parser refused a line: {str(exc).splitlines()[0]}", None) from exc
+        raise ParserObjection(f"the CSV parser refused a line: {first_line(exc)}", None) from exc
 
 
 _WIRE_TYPES = {

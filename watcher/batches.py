@@ -16,6 +16,7 @@ import structlog
 
 from watcher.config import Settings
 from watcher.database_steps import DatabaseUnavailable
+from watcher.errortext import first_line, first_text_line
 from watcher.intake import Intake, relative_to_zone
 from watcher.landing.readiness import DropTimes, Settled
 from watcher.landing.scanner import inspect_entry
@@ -99,7 +100,7 @@ class BatchRunner:
         try:
             self.pipeline.retry_build()
         except (DatabaseUnavailable, psycopg.Error) as exc:
-            log.warning("build_retry_deferred", step="reconcile", error=str(exc).splitlines()[0])
+            log.warning("build_retry_deferred", step="reconcile", error=first_line(exc))
         finally:
             self.pass_started = None
 
@@ -118,7 +119,7 @@ class BatchRunner:
         self.intake.give_back(batch, extra)
         self.backoff = min(MAX_BACKOFF_SECONDS, max(1.0, self.backoff * 2))
         self.retry_at = self.clock() + self.backoff
-        self.problem = error.splitlines()[0] if error else "a database error"
+        self.problem = first_text_line(error) or "a database error"
         if not self.pipeline.locks.problem:  # a lock wait is no outage
             self.metrics.database_up.set(0)
         log.warning(
@@ -126,7 +127,7 @@ class BatchRunner:
             step="daemon",
             files=len(batch) + len(extra),
             retry_in_s=self.backoff,
-            error=error.splitlines()[0] if error else None,
+            error=first_text_line(error) or None,
         )
 
 

@@ -24,7 +24,8 @@ from tenacity import (
 )
 
 from watcher.config import Settings
-from watcher.database_steps import DatabaseSteps, first_line
+from watcher.database_steps import DatabaseSteps
+from watcher.errortext import first_line
 from watcher.landing.readiness import DropTimes
 from watcher.lock_timeouts import LockTimeouts
 from watcher.metrics import Metrics

@@ -32,6 +32,7 @@ import structlog
 from watcher.batches import BatchRunner
 from watcher.config import Settings
 from watcher.database_steps import DatabaseUnavailable
+from watcher.errortext import first_line
 from watcher.health import Health
 from watcher.http_endpoint import HttpEndpoint
 from watcher.intake import Intake
@@ -161,7 +162,7 @@ class Daemon:
         try:
             self.pipeline.catch_up()
         except (DatabaseUnavailable, psycopg.Error) as exc:
-            log.warning("catch_up_build_skipped", step="startup", error=str(exc).splitlines()[0])
+            log.warning("catch_up_build_skipped", step="startup", error=first_line(exc))
 
     def _warm_up(self) -> None:
         try:

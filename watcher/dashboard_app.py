@@ -26,6 +26,7 @@ import streamlit as st
 from psycopg import sql
 
 from watcher.config import ConfigError, Overrides, build_settings, redact_conninfo
+from watcher.errortext import first_line
 
 TREND_CLASSES = ("consistent", "degrading", "improving", "insufficient_data")
 TREND_COLORS = ("#2e7d32", "#c62828", "#1565c0", "#9e9e9e")
@@ -132,9 +133,9 @@ def fetch(
             columns = [d.name for d in cur.description or ()]
             return pd.DataFrame(cur.fetchall(), columns=columns)
     except (psycopg.errors.UndefinedTable, psycopg.errors.InvalidSchemaName) as exc:
-        raise MartsMissingError(str(exc).splitlines()[0]) from exc
+        raise MartsMissingError(first_line(exc)) from exc
     except psycopg.errors.InsufficientPrivilege as exc:
-        raise NoAccessError(str(exc).splitlines()[0]) from exc
+        raise NoAccessError(first_line(exc)) from exc
 
 
 def trend_shares(trends: pd.DataFrame) -> pd.DataFrame:

@@ -19,6 +19,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.pq import TransactionStatus
 
 from watcher.config import ConfigError, Settings
+from watcher.errortext import first_line
 
 log = structlog.get_logger(__name__)
 
@@ -316,7 +317,7 @@ class ConnectionHolder:
                 conn.rollback()
                 return
             except Exception as exc:
-                log.warning("connection_discarded", error=str(exc).splitlines()[0] if str(exc) else None)
+                log.warning("connection_discarded", error=first_line(exc))
         self.close()  # ACTIVE (a statement cut short mid-way) or UNKNOWN: nothing to save
 
     def close(self) -> None:

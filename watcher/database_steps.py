@@ -10,6 +10,7 @@ from tenacity.stop import stop_base
 
 from watcher.config import Settings
 from watcher.database import ConnectionHolder
+from watcher.errortext import first_line
 from watcher.lock_timeouts import LockTimeouts
 from watcher.metrics import Metrics
 from watcher.retry import is_transient, transient_retrying
@@ -83,12 +84,6 @@ class DatabaseSteps:
                 raise LockTimeout(self.locks.problem or first_line(exc)) from exc
             if is_transient(exc):
                 self.metrics.database_up.set(0)
-                raise DatabaseUnavailable(f"database unreachable: {str(exc).splitlines()[0]}") from exc
+                raise DatabaseUnavailable(f"database unreachable: {first_line(exc)}") from exc
             raise
         raise AssertionError("unreachable")
-
-
-def first_line(exc: BaseException) -> str:
-    """An error's first line, for a log field or a recorded reason."""
-    text = str(exc)
-    return text.splitlines()[0] if text else type(exc).__name__

@@ -25,6 +25,7 @@ import structlog
 
 from watcher.config import Settings
 from watcher.database_steps import DatabaseUnavailable
+from watcher.errortext import first_line
 from watcher.ingest import is_unrouted
 from watcher.landing import open_zone
 from watcher.landing.observer import (
@@ -218,8 +219,8 @@ class Intake:
             found, changed = self._seed_from_scan(origin)
         except (DatabaseUnavailable, psycopg.Error, OSError) as exc:
             if isinstance(exc, OSError):
-                self.listing_problem = str(exc).splitlines()[0]
-            log.warning("scan_failed", step=origin, error=str(exc).splitlines()[0])
+                self.listing_problem = first_line(exc)
+            log.warning("scan_failed", step=origin, error=first_line(exc))
             self.next_reconcile = min(self.next_reconcile, self.clock() + 5.0)
             self.event_check.restart(taken_at)
             return
@@ -263,8 +264,8 @@ class Intake:
             found = self._take_from_bucket("event", full=False)
         except (DatabaseUnavailable, psycopg.Error, OSError) as exc:
             if isinstance(exc, OSError):
-                self.listing_problem = str(exc).splitlines()[0]
-            log.warning("poll_failed", step="poll", error=str(exc).splitlines()[0])
+                self.listing_problem = first_line(exc)
+            log.warning("poll_failed", step="poll", error=first_line(exc))
             return
         if found:
             log.info("poll_found_objects", step="poll", files=found)

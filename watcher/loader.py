@@ -25,6 +25,7 @@ from typing import Any, BinaryIO
 import psycopg
 from psycopg import sql
 
+from watcher.errortext import first_line
 from watcher.linegate import LineGate
 from watcher.linenumbers import number_lines
 from watcher.routes import HeaderMapping, Route, map_header
@@ -248,7 +249,7 @@ def copy_error_line(exc: BaseException) -> int | None:
 
 def describe_copy_error(exc: BaseException) -> str:
     diag = getattr(exc, "diag", None)
-    primary = getattr(diag, "message_primary", None) or str(exc).splitlines()[0]
+    primary = getattr(diag, "message_primary", None) or first_line(exc)
     line = copy_error_line(exc)
     return f"line {line}: {primary}" if line else primary
 

@@ -21,7 +21,8 @@ from watcher import runs
 from watcher.builds import Builds
 from watcher.config import Settings
 from watcher.database import ConnectionHolder, lock_waits
-from watcher.database_steps import DatabaseSteps, DatabaseUnavailable, LockTimeout, first_line
+from watcher.database_steps import DatabaseSteps, DatabaseUnavailable, LockTimeout
+from watcher.errortext import first_line
 from watcher.ingest import (
     FileOutcome,
     LoadLimits,

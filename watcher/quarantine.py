@@ -34,6 +34,7 @@ import psycopg
 from psycopg import sql
 from psycopg.copy import QueuedLibpqWriter
 
+from watcher.errortext import first_line
 from watcher.linenumbers import number_lines
 from watcher.loader import (
     BLOCK_SIZE,
@@ -551,7 +552,7 @@ class _Writer:
 
     def _server_problem(self, exc: BaseException) -> RowError:
         diag = getattr(exc, "diag", None)
-        message = getattr(diag, "message_primary", None) or str(exc).splitlines()[0]
+        message = getattr(diag, "message_primary", None) or first_line(exc)
         context = getattr(diag, "context", None) or ""
         match = _CONTEXT_COLUMN.search(context)
         column: Column | None = self.columns.get(match.group(1)) if match else None

@@ -15,6 +15,8 @@ from tenacity import (
     wait_random_exponential,
 )
 
+from watcher.errortext import first_line
+
 log = structlog.get_logger(__name__)
 
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
@@ -132,7 +134,7 @@ def _log_retry(state: RetryCallState) -> None:
         "transient_fault_retrying",
         attempt=state.attempt_number,
         error=type(exc).__name__ if exc else None,
-        detail=str(exc).splitlines()[0] if exc else None,
+        detail=first_line(exc) if exc else None,
         wait_s=round(state.upcoming_sleep, 2),
     )
 

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from watcher.errortext import first_text_line
 from watcher.manifest import ManifestEntry
 from watcher.pass_result import EXIT_FAILURES, EXIT_OK, PassResult
 from watcher.runs import WORDS, count_words, word
@@ -116,9 +117,7 @@ def pass_as_text(result: PassResult, *, pending: Sequence[str] = ()) -> str:
             f"dbt build ({' '.join(b.selectors)}): {b.status} in {b.duration_s:.1f}s{models},"
             f" {len(b.nodes)} nodes"
         )
-        lines.extend(
-            f"  {n.status:<9} {n.unique_id}: {(n.message or '').splitlines()[0]}" for n in b.failures
-        )
+        lines.extend(f"  {n.status:<9} {n.unique_id}: {first_text_line(n.message)}" for n in b.failures)
     if result.build_error:
         lines.append(f"dbt could not run: {result.build_error}")
     if result.infrastructure_error:

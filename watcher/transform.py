@@ -30,6 +30,7 @@ import structlog
 from psycopg import sql
 
 from watcher.config import DBT_TEST_MODES
+from watcher.errortext import first_line
 from watcher.libpq_env import for_dbt, write_service_file
 from watcher.retry import is_transient, is_transient_message, transient_line
 
@@ -267,7 +268,7 @@ class Transformer:
                 ).format(sql.Identifier(schema, alias))
             ).fetchone()
         except psycopg.Error as exc:
-            log.warning("dbt_test_scope_unknown", step="dbt", error=str(exc).splitlines()[0])
+            log.warning("dbt_test_scope_unknown", step="dbt", error=first_line(exc))
             return None
         return int(row[0]) if row is not None else 0
 
@@ -290,9 +291,8 @@ class Transformer:
                 return self._build_connected(selectors, full_refresh, on_models_built)
             except psycopg.Error as exc:
                 # The build lock's connection: the database went away before or during the build.
-                first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
                 raise TransformUnavailable(
-                    f"dbt build could not run: {first}", transient=is_transient(exc)
+                    f"dbt build could not run: {first_line(exc)}", transient=is_transient(exc)
                 ) from exc
 
     def _build_connected(

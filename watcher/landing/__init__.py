@@ -9,6 +9,7 @@ knows which side it came from.
 from __future__ import annotations
 
 from watcher.config import ConfigError, Settings
+from watcher.errortext import first_line
 from watcher.landing.zone import Candidate, LandingZone, Version
 
 __all__ = ["Candidate", "LandingZone", "Version", "open_zone"]
@@ -22,8 +23,7 @@ def open_zone(settings: Settings) -> LandingZone:
         try:
             return BucketZone(settings.bucket_url, allow_http=settings.allow_http)
         except Exception as exc:  # obstore's own errors: an unknown region, a malformed URL...
-            detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ConfigError(f"the bucket {settings.bucket_url} cannot be used: {detail}") from exc
+            raise ConfigError(f"the bucket {settings.bucket_url} cannot be used: {first_line(exc)}") from exc
     from watcher.landing.folder import FolderZone
 
     return FolderZone(settings.data_dir)

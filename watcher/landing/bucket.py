@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, BinaryIO
 import obstore
 from obstore.store import ObjectStore, from_url
 
-from watcher.landing.objectstream import first_line, open_object
+from watcher.errortext import first_line
+from watcher.landing.objectstream import open_object
 from watcher.landing.scanner import is_ignored_name
 from watcher.landing.zone import Candidate, Version
 from watcher.loader import FileProblem

@@ -17,6 +17,8 @@ import obstore
 from obstore.exceptions import PreconditionError
 from obstore.store import ObjectStore
 
+from watcher.errortext import first_line
+
 CHUNK_BYTES = 256 << 10
 BUFFER_BYTES = 1 << 20
 
@@ -90,8 +92,3 @@ class ObjectStream(io.RawIOBase):
 
 def open_object(store: ObjectStore, key: str, etag: str | None = None) -> io.BufferedReader:
     return io.BufferedReader(ObjectStream(store, key, etag), buffer_size=BUFFER_BYTES)
-
-
-def first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
