@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
@@ -64,6 +64,9 @@ class FileOutcome:
     warnings: str | None = None
     duration_s: float = 0.0
     load_id: int | None = None
+    earlier_rows_held_by: str | None = None
+    """The path that took over the rows of this path's earlier version (a duplicate of it), when
+    this version replaced them: they stay in the raw tables, held by that path."""
 
     @property
     def is_failure(self) -> bool:
@@ -248,8 +251,9 @@ def _load(
             check_unchanged(candidate, info)
             _discard_unless_new(cur, relative, entry, route, info, result)
     except _Discard as discard:
+        outcome = discard.outcome
         if discard.drop_previous:
-            _release_previous(cur, relative, entry)
+            outcome = replace(outcome, earlier_rows_held_by=_release_previous(cur, relative, entry).heir)
         if discard.update is not None:
             manifest.upsert_entry(cur, discard.update)
             if discard.update.status == "loaded":  # restored: bad lines of other versions no longer apply
@@ -257,12 +261,12 @@ def _load(
                     "DELETE FROM ops.rejected_rows WHERE source_path = %s AND source_sha256 <> %s",
                     (relative, discard.update.sha256),
                 )
-        elif discard.outcome.outcome == "skipped":
+        elif outcome.outcome == "skipped":
             manifest.touch_entry(cur, relative, info.st_size, info.st_mtime_ns, info.etag)
-        return discard.outcome
+        return outcome
     if result.budget_exceeded_reason or result.rows_loaded == 0:
         return _record_over_budget(cur, relative, entry, route, info, result)
-    replaced = _release_previous(cur, relative, entry)
+    released = _release_previous(cur, relative, entry)
     if not result.rows_rejected:  # bad lines of an earlier version of this path no longer apply
         cur.execute("DELETE FROM ops.rejected_rows WHERE source_path = %s", (relative,))
     manifest.record_load(
@@ -274,7 +278,7 @@ def _load(
         table=route.table,
         rows_loaded=result.rows_loaded,
         rows_rejected=result.rows_rejected,
-        replaces_load_id=replaced,
+        replaces_load_id=released.deleted_load_id,
     )
     manifest.upsert_entry(
         cur,
@@ -305,6 +309,7 @@ def _load(
         None,
         result.warning_text,
         load_id=load_id,
+        earlier_rows_held_by=released.heir,
     )
 
 
@@ -508,20 +513,30 @@ def rejected_update(
     )
 
 
-def _release_previous(cur: psycopg.Cursor[Any], relative: str, entry: ManifestEntry | None) -> int | None:
+@dataclass(frozen=True)
+class Released:
+    """What became of the rows of a path's earlier version when a new one took its place."""
+
+    deleted_load_id: int | None = None
+    """The load whose rows were deleted."""
+    heir: str | None = None
+    """The duplicate of the earlier version that took the rows over (then nothing is deleted)."""
+
+
+def _release_previous(cur: psycopg.Cursor[Any], relative: str, entry: ManifestEntry | None) -> Released:
     """The rows an earlier version of this path loaded: a duplicate of that version takes them
-    over, or they are deleted. Return the id of the load deleted (None: nothing was deleted)."""
+    over, or they are deleted."""
     if entry is None or entry.load_id is None or entry.target_table is None:
-        return None
+        return Released()
     load = manifest.load_record(cur, entry.load_id)
     if load is not None and (owner := manifest.take_over(cur, load, relative)) is not None:
         log.info("load_taken_over", path=relative, owner=owner, load_id=load.load_id)
-        return None
+        return Released(heir=owner)
     cur.execute(
         sql.SQL("DELETE FROM {} WHERE _load_id = %s").format(sql.Identifier("raw", entry.target_table)),
         (entry.load_id,),
     )
-    return entry.load_id
+    return Released(deleted_load_id=entry.load_id)
 
 
 def record_failed(conn: psycopg.Connection[Any], candidate: Candidate, reason: str) -> FileOutcome:

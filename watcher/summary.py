@@ -18,6 +18,8 @@ if TYPE_CHECKING:
 IGNORED_SHOWN = 5
 """Ignored files the text summary names; the rest are counted (thousands of notes, one line)."""
 PENDING_REASON = "still being written when the wait ran out; not read, run again once it is complete"
+EARLIER_ROWS_HELD = "the rows of its earlier version stay, now held by its copy"
+"""After a file's line when its new version replaced rows that a copy of the earlier one took over."""
 
 
 def exit_code(result: PassResult, pending: Sequence[str] = ()) -> int:
@@ -48,6 +50,7 @@ def pass_as_dict(result: PassResult, *, pending: Sequence[str] = ()) -> dict[str
                 "reason": o.reason,
                 "warnings": o.warnings,
                 "duration_s": round(o.duration_s, 3),
+                "earlier_rows_held_by": o.earlier_rows_held_by,
             }
             for o in result.outcomes
         ],
@@ -97,6 +100,8 @@ def pass_as_text(result: PassResult, *, pending: Sequence[str] = ()) -> str:
         elif status in ("rejected", "failed", "duplicate", "ignored", "pending"):
             ignored_shown += status == "ignored"
             lines.append(f"  {status:<9} {o.relative}: {o.reason}")
+        if o.earlier_rows_held_by:
+            lines.append(f"  {'':<9} {EARLIER_ROWS_HELD} {o.earlier_rows_held_by}")
         if o.warnings:
             lines.append(f"  warning   {o.relative}: {o.warnings}")
     if counts["ignored"] > IGNORED_SHOWN:

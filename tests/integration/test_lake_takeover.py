@@ -20,11 +20,12 @@ from prometheus_client import CollectorRegistry
 from psycopg import sql
 
 from tests.conftest import scratch_database
-from tests.helpers import DAILY_HEADER, daily_rows, once_json, settings_for_tests, write_csv
+from tests.helpers import DAILY_HEADER, daily_rows, once_json, run_cli, settings_for_tests, write_csv
 from watcher.landing.scanner import scan
 from watcher.metrics import Metrics
 from watcher.pass_result import PassResult
 from watcher.pipeline import Pipeline
+from watcher.summary import EARLIER_ROWS_HELD
 
 MARCH = "2016-03-12_2016-04-11"
 APRIL = "2016-04-12_2016-05-12"
@@ -150,6 +151,38 @@ def test_two_duplicates_one_takes_over_the_other_follows(
     one_pass(pipeline, lake)
     assert rows_per_content(migrated_url) == {old: 6, new: 4, sha_of(lake / "x/dailyActivity_b.csv"): 3}
     assert manifest(migrated_url)["x/dailyActivity_c.csv"]["status"] == "loaded"
+
+
+def test_a_copy_and_a_new_version_in_one_pass_say_where_the_rows_went(lake: Path, migrated_url: str) -> None:
+    """The copy is answered first (a duplicate of the old content), then the new version loads and
+    the copy takes the old rows over: the summary of that one pass tells both, in JSON and text."""
+    old = _small(lake, "dailyActivity_a.csv", 2, 3, 100)
+    code, first = once_json(lake, migrated_url, "--no-dbt")
+    assert code == 0 and first["counts"] == {"loaded": 1}, first
+    (lake / "archive").mkdir()
+    shutil.copy2(lake / "dailyActivity_a.csv", lake / "archive" / "dailyActivity_a.csv")
+    new = _small(lake, "dailyActivity_a.csv", 1, 4, 200)
+
+    code, second = once_json(lake, migrated_url, "--no-dbt")
+    assert code == 0 and second["counts"] == {"duplicate": 1, "loaded": 1}, second
+    files = {f["path"]: f for f in second["files"]}
+    assert files["archive/dailyActivity_a.csv"]["outcome"] == "duplicate"
+    assert files["archive/dailyActivity_a.csv"]["earlier_rows_held_by"] is None
+    assert files["dailyActivity_a.csv"]["outcome"] == "loaded"
+    assert files["dailyActivity_a.csv"]["earlier_rows_held_by"] == "archive/dailyActivity_a.csv"
+    assert rows_per_content(migrated_url) == {old: 6, new: 4}
+    assert manifest(migrated_url)["archive/dailyActivity_a.csv"]["status"] == "loaded"
+
+    shutil.copy2(lake / "dailyActivity_a.csv", lake / "archive" / "dailyActivity_b.csv")
+    third = _small(lake, "dailyActivity_a.csv", 3, 1, 300)
+    text = run_cli(["watch", "--once", "--no-dbt", "--data-dir", str(lake)], migrated_url).stdout
+    assert f"{EARLIER_ROWS_HELD} archive/dailyActivity_b.csv" in text, text
+    assert rows_per_content(migrated_url) == {old: 6, new: 4, third: 3}
+
+    fourth = _small(lake, "dailyActivity_a.csv", 2, 2, 400)  # no copy of the third: its rows go
+    text = run_cli(["watch", "--once", "--no-dbt", "--data-dir", str(lake)], migrated_url).stdout
+    assert "dailyActivity_a.csv → raw.daily_activity: 4 rows" in text and EARLIER_ROWS_HELD not in text, text
+    assert rows_per_content(migrated_url) == {old: 6, new: 4, fourth: 4}
 
 
 def test_a_duplicate_that_changed_before_the_owner_is_no_heir(
