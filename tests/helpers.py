@@ -88,10 +88,26 @@ def write_big_daily(path: Path, rows: int, *, users: int = 1000) -> Path:
     return path
 
 
+def finish_or_dump(proc: subprocess.Popen[str], timeout: float) -> tuple[str, str]:
+    """The child's stdout and stderr once it exits; if it has not exited within ``timeout``,
+    fail with every thread's stack (``start_once`` enables faulthandler, which prints them on
+    SIGABRT) and the end of its log."""
+    try:
+        return proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGABRT)
+        try:
+            _, err = proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            _, err = proc.communicate()
+        raise AssertionError(f"the process did not exit within {timeout:.0f} s:\n{err[-8000:]}") from None
+
+
 def start_once(lake: Path, url: str, *extra: str) -> subprocess.Popen[str]:
     """`watch --once --json --no-dbt` as a child process, for tests that interrupt it."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DB_", "WEARABLE_"))}
-    env.update(DATABASE_URL=url, WEARABLE_LOG_FORMAT="json")
+    env.update(DATABASE_URL=url, WEARABLE_LOG_FORMAT="json", PYTHONFAULTHANDLER="1")
     return subprocess.Popen(
         [
             sys.executable,

@@ -10,7 +10,15 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from tests.helpers import DAILY_HEADER, daily_rows, once_json, start_once, write_big_daily, write_csv
+from tests.helpers import (
+    DAILY_HEADER,
+    daily_rows,
+    finish_or_dump,
+    once_json,
+    start_once,
+    write_big_daily,
+    write_csv,
+)
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
 
@@ -61,7 +69,7 @@ def test_sigkill_at_twenty_random_moments(tmp_path: Path, migrated_url: str) -> 
         proc = start_once(lake, migrated_url)
         time.sleep(rng.uniform(0.3, 2.5))
         proc.send_signal(signal.SIGKILL)
-        proc.communicate(timeout=30)
+        finish_or_dump(proc, 30)
     code, result = once_json(lake, migrated_url, "--no-dbt")
     assert code == 0, result
     assert_exactly_once(migrated_url, rows, 42)
@@ -83,7 +91,7 @@ def test_a_one_shot_pass_stopped_by_a_signal_is_recorded_as_interrupted(
         time.sleep(0.05)
     time.sleep(0.3)
     proc.send_signal(signum)
-    proc.communicate(timeout=30)
+    finish_or_dump(proc, 30)
     assert proc.returncode == 130
     with psycopg.connect(migrated_url) as conn:
         run = conn.execute(
