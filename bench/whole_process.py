@@ -9,19 +9,23 @@ Each measurement is one process on a database of its own, created for it and dro
 * ``fresh``: ``wearable-pipeline watch --once --no-dbt`` on a new, empty database: the process
   applies the migrations, then loads the file;
 * ``migrated``: the same command on a new database whose migrations were applied before it started
-  (what a second start of the daemon, or a second file, finds).
+  (what a second start of the daemon, or a second file, finds);
+* ``duckdb``: DuckDB with its postgres extension (``bench.duckdb_load``: parallel parse, binary
+  COPY) into the same table as psql's, the fastest other loader; measured where the ``bench``
+  extra is installed, and said to be missing where it is not.
 
 Whole process: from the start of the process to its exit (interpreter, imports, connection,
 migrations, load, summary). Load only: the file's own load as the process reports it (``psql``'s
 ``\\timing`` of the ``\\copy``; the pipeline's ``duration_s`` of the file: read, hash, COPY,
-manifest, commit). A CHECKPOINT precedes every timed process, so that none pays for the dirty
-pages of the one before. Rounds rotate the order. Ratios are psql's median time over the
+manifest, commit; DuckDB's ``INSERT``). A CHECKPOINT precedes every timed process, so that none
+pays for the dirty pages of the one before. Rounds rotate the order. Ratios are psql's median time over the
 variant's (rows per second against psql's): 1.0 is psql's speed.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import re
@@ -38,6 +42,7 @@ import psycopg
 from bench.common import (
     COPY_COLUMNS,
     DAILY_COLUMNS,
+    DAILY_HEADER,
     bench_server,
     median,
     once_command,
@@ -46,7 +51,12 @@ from bench.common import (
     write_daily,
 )
 
-VARIANTS = ("psql", "fresh", "migrated")
+
+def _duckdb_installed() -> bool:
+    return all(importlib.util.find_spec(m) for m in ("duckdb", "duckdb_extension_postgres_scanner"))
+
+
+VARIANTS = ("psql", "fresh", "migrated", *(("duckdb",) if _duckdb_installed() else ()))
 _TIMING = re.compile(r"^Time: ([0-9.]+) ms", re.MULTILINE)
 
 
@@ -111,6 +121,25 @@ def psql_run(url: str, path: Path) -> Run:
     return Run(whole, float(found.group(1)) / 1000, rss, cpu)
 
 
+def duckdb_run(url: str, path: Path) -> Run:
+    """DuckDB's parse and binary COPY into a new table of the data columns; load only: its INSERT."""
+    from bench.duckdb_load import csv_columns
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE bench_copy (" + DAILY_COLUMNS + ")")
+    _checkpoint(url)
+    columns = json.dumps(csv_columns(DAILY_HEADER, DAILY_COLUMNS))
+    command = [sys.executable, "-m", "bench.duckdb_load", url, str(path), columns]
+    whole, rss, cpu, out = _run_process(command, dict(os.environ))
+    with psycopg.connect(url) as conn:
+        loaded = conn.execute("SELECT count(*) FROM bench_copy").fetchone()
+    with path.open("rb") as data:
+        lines = sum(block.count(b"\n") for block in iter(lambda: data.read(1 << 20), b""))
+    if loaded is None or loaded[0] != lines - 1:
+        raise RuntimeError(f"duckdb loaded {loaded} rows of {lines - 1}")
+    return Run(whole, float(out), rss, cpu)
+
+
 def cli_run(url: str, lake: Path, *, migrated: bool) -> Run:
     """``watch --once --no-dbt`` of the lake's one file, as a process of its own."""
     if migrated:
@@ -138,6 +167,8 @@ def measure_size(server: str, lake: Path, rounds: int) -> dict[str, list[Run]]:
             with scratch_database(server) as url:
                 if variant == "psql":
                     runs[variant].append(psql_run(url, path))
+                elif variant == "duckdb":
+                    runs[variant].append(duckdb_run(url, path))
                 else:
                     runs[variant].append(cli_run(url, lake, migrated=variant == "migrated"))
     return runs
@@ -180,6 +211,8 @@ def print_table(figures: dict[str, Any]) -> None:
     fresh, migrated = figures["fresh"]["rounds_load_s"], figures["migrated"]["rounds_load_s"]
     gaps = [m - f for f, m in zip(fresh, migrated, strict=True)]
     print("  load only, migrated minus fresh, round by round: " + " ".join(f"{g:+.2f}" for g in gaps) + " s")
+    if "duckdb" not in figures:
+        print("  duckdb not measured: its bench extra is not installed (pip install -e '.[bench]')")
 
 
 def compile_package() -> None:
