@@ -30,7 +30,7 @@ import hashlib
 import queue
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, BinaryIO, TypeVar
 
 import psycopg
@@ -103,10 +103,12 @@ class _GatedReader:
         gate: LineGate,
         header_raw: bytes,
         max_line_bytes: int,
+        line_ends: Callable[[bytes], int],
     ) -> None:
         self._handle = handle
         self._gate = gate
         self._max_line_bytes = max_line_bytes
+        self._line_ends = line_ends
         self.digest = hashlib.sha256(header_raw)
         self.bytes_read = len(header_raw)
         self.newlines = 0
@@ -143,7 +145,7 @@ class _GatedReader:
             return b""
         self.digest.update(block)
         self.bytes_read += len(block)
-        self.newlines += block.count(b"\n")
+        self.newlines += self._line_ends(block)
         self.since_newline = bytes_after_last_newline(block, self.since_newline)
         if self.since_newline > self._max_line_bytes:
             self.problem = too_long_problem(self.newlines + 2, self._max_line_bytes)
@@ -170,7 +172,7 @@ def binary_copy(
     """COPY the rest of the file after its header in binary format, hashing every byte read.
 
     The same contract as ``loader.stream_copy``; ``ParserObjection`` in addition (see above)."""
-    from watcher.arrow_rows import encoded_batches  # pyarrow and numpy: for big files only
+    from watcher.arrow_rows import encoded_batches, line_ends  # pyarrow and numpy: big files only
 
     freeze_loaded_modules()  # pyarrow and numpy, the first time
 
@@ -178,7 +180,7 @@ def binary_copy(
     if header.mapping.needs_projection:
         raise RowProblem("the file has extra columns; rows are projected line by line", None)
     gate = LineGate(header.mapping.file_columns, header.raw)
-    reader = _GatedReader(handle, gate, header.raw, max_line_bytes)
+    reader = _GatedReader(handle, gate, header.raw, max_line_bytes, line_ends)
     rows = 0
     reported = reader.bytes_read  # progress counts the bytes after the header, as on the text path
     statement = copy_statement(

@@ -7,7 +7,10 @@ import threading
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+from watcher.arrow_rows import line_ends
 from watcher.binary_copy import _ahead, plain_enough
 
 LINE = b"1503960366,4/12/2016,13162,8.5,8.5,0,1.87,0.55,6.06,0,25,13,328,728,1985"
@@ -15,6 +18,14 @@ LINE = b"1503960366,4/12/2016,13162,8.5,8.5,0,1.87,0.55,6.06,0,25,13,328,728,198
 
 def _plain(lines: bytes) -> bool:
     return plain_enough(b"", lines, len(lines))
+
+
+@given(
+    st.binary(max_size=2000)
+    | st.lists(st.sampled_from([b"\n", b"\r", b"\r\n", b"1,", b"\x0a\x0a"])).map(b"".join)
+)
+def test_line_ends_are_counted_as_bytes_count_them(block: bytes) -> None:
+    assert line_ends(block) == block.count(b"\n")
 
 
 def test_plain_lines_pass_the_shortcut() -> None:
