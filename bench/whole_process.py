@@ -11,15 +11,16 @@ Each measurement is one process on a database of its own, created for it and dro
 * ``migrated``: the same command on a new database whose migrations were applied before it started
   (what a second start of the daemon, or a second file, finds);
 * ``duckdb``: DuckDB with its postgres extension (``bench.duckdb_load``: parallel parse, binary
-  COPY) into the same table as psql's, the fastest other loader; measured where the ``bench``
-  extra is installed, and said to be missing where it is not.
+  COPY) into the same table as psql's, the fastest of the other loaders compared in
+  ``docs/design-decisions.md``; measured where the ``bench`` extra is installed (``make install``
+  installs it), and said to be missing where it is not.
 
 Whole process: from the start of the process to its exit (interpreter, imports, connection,
 migrations, load, summary). Load only: the file's own load as the process reports it (``psql``'s
 ``\\timing`` of the ``\\copy``; the pipeline's ``duration_s`` of the file: read, hash, COPY,
 manifest, commit; DuckDB's ``INSERT``). A CHECKPOINT precedes every timed process, so that none
-pays for the dirty pages of the one before. Rounds rotate the order. Ratios are psql's median time over the
-variant's (rows per second against psql's): 1.0 is psql's speed.
+pays for the dirty pages of the one before. Rounds rotate the order. Ratios are psql's median time
+over the variant's (rows per second against psql's): 1.0 is psql's speed.
 """
 
 from __future__ import annotations
