@@ -379,6 +379,7 @@ PAGE_STATE_JS = """() => ({
   charts: document.querySelectorAll('[data-testid="stVegaLiteChart"] canvas, [data-testid="stVegaLiteChart"] svg').length,
   tables: document.querySelectorAll('[data-testid="stDataFrame"]').length,
   exceptions: Array.from(document.querySelectorAll('[data-testid="stException"]')).map((e) => e.innerText),
+  skeletons: document.querySelectorAll('[data-testid="stSkeleton"]').length,
 })"""
 """What the page holds of what ``PAGE_DRAWN_JS`` waits for: the message when it never comes."""
 CHROMIUM_ARGS = [
@@ -447,6 +448,32 @@ class PageView:
     captions: list[str]
 
 
+class PageLog:
+    """The page's requests still unanswered, those that failed, and the errors on its console:
+    what a page that never finishes drawing was waiting for (a script loaded on demand, say)."""
+
+    def __init__(self) -> None:
+        self.pending: dict[Any, str] = {}  # by request: playwright hands the same object to each event
+        self.failed: list[str] = []
+        self.console_errors: list[str] = []
+
+    def follow(self, page: Any) -> None:
+        page.on("request", lambda r: self.pending.__setitem__(r, r.url))
+        page.on("requestfinished", lambda r: self.pending.pop(r, None))
+        page.on("requestfailed", self._failed)
+        page.on("console", lambda m: self.console_errors.append(m.text) if m.type == "error" else None)
+
+    def _failed(self, request: Any) -> None:
+        self.pending.pop(request, None)
+        self.failed.append(f"{request.url} ({request.failure})")
+
+    def describe(self) -> str:
+        return (
+            f"requests unanswered: {sorted(self.pending.values())}, failed: {self.failed},"
+            f" console errors: {self.console_errors[-10:]}"
+        )
+
+
 def open_page(url: str, tmp_path: Path, timeout_ms: int = 90_000) -> PageView:
     """Serve the page on the marts at url, open it in headless Chromium, wait until drawn."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
@@ -458,6 +485,8 @@ def open_page(url: str, tmp_path: Path, timeout_ms: int = 90_000) -> PageView:
         try:
             width, height = WINDOW
             page = browser.new_page(viewport={"width": width, "height": height})
+            page_log = PageLog()
+            page_log.follow(page)
             page.goto(f"http://127.0.0.1:{port}/", timeout=timeout_ms)
             try:
                 page.wait_for_function(PAGE_DRAWN_JS, timeout=timeout_ms)
@@ -465,7 +494,8 @@ def open_page(url: str, tmp_path: Path, timeout_ms: int = 90_000) -> PageView:
                 log = (tmp_path / "streamlit.log").read_text(errors="replace")[-3000:]
                 raise AssertionError(
                     f"the page was not drawn in {timeout_ms / 1000:.0f} s; it held"
-                    f" {page.evaluate(PAGE_STATE_JS)}; the server's log ends:\n{log}"
+                    f" {page.evaluate(PAGE_STATE_JS)}; {page_log.describe()}; the server's log"
+                    f" ends:\n{log}"
                 ) from None
             page.wait_for_timeout(1000)  # let the charts finish their first paint
             metrics = {}
