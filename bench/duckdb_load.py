@@ -3,9 +3,10 @@
 Run: python -m bench.duckdb_load CONNINFO CSV_PATH COLUMNS_JSON
 
 DuckDB parses the file on every core (``read_csv`` with the columns typed and dates read as
-``%m/%d/%Y``) and its postgres extension sends the rows by binary COPY into ``public.bench_copy``, a table
-of the file's 15 data columns (the one `psql \\copy` fills in ``bench.whole_process``). The
-extension is loaded from its wheel (``duckdb-extension-postgres-scanner``), not downloaded.
+``%m/%d/%Y``) and its postgres extension sends the rows by binary COPY into
+``public.bench_copy``, a table of the file's 15 data columns (the one `psql \\copy` fills in
+``bench.whole_process``). The extension is loaded from its wheel
+(``duckdb-extension-postgres-scanner``), not downloaded.
 ``COLUMNS_JSON`` maps the header's names to DuckDB's types (``csv_columns``). The process imports
 DuckDB alone, not this package's modules, so that its start-up is DuckDB's own. Prints the
 seconds of the ``INSERT`` alone (parse, COPY, commit): the "load only" figure.
