@@ -43,7 +43,6 @@ import psycopg
 from bench.common import (
     COPY_COLUMNS,
     DAILY_COLUMNS,
-    DAILY_HEADER,
     bench_server,
     median,
     once_command,
@@ -122,22 +121,18 @@ def psql_run(url: str, path: Path) -> Run:
     return Run(whole, float(found.group(1)) / 1000, rss, cpu)
 
 
-def duckdb_run(url: str, path: Path) -> Run:
+def duckdb_run(url: str, path: Path, rows: int) -> Run:
     """DuckDB's parse and binary COPY into a new table of the data columns; load only: its INSERT."""
-    from bench.duckdb_load import csv_columns
+    from bench.duckdb_load import process
 
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("CREATE TABLE bench_copy (" + DAILY_COLUMNS + ")")
     _checkpoint(url)
-    columns = json.dumps(csv_columns(DAILY_HEADER, DAILY_COLUMNS))
-    command = [sys.executable, "-m", "bench.duckdb_load", url, str(path), columns]
-    whole, rss, cpu, out = _run_process(command, dict(os.environ))
+    whole, rss, cpu, out = _run_process(*process(url, path))
     with psycopg.connect(url) as conn:
         loaded = conn.execute("SELECT count(*) FROM bench_copy").fetchone()
-    with path.open("rb") as data:
-        lines = sum(block.count(b"\n") for block in iter(lambda: data.read(1 << 20), b""))
-    if loaded is None or loaded[0] != lines - 1:
-        raise RuntimeError(f"duckdb loaded {loaded} rows of {lines - 1}")
+    if loaded is None or loaded[0] != rows:
+        raise RuntimeError(f"duckdb loaded {loaded} rows of {rows}")
     return Run(whole, float(out), rss, cpu)
 
 
@@ -158,7 +153,7 @@ def cli_run(url: str, lake: Path, *, migrated: bool) -> Run:
     return Run(whole, float(loaded["duration_s"]), rss, cpu)
 
 
-def measure_size(server: str, lake: Path, rounds: int) -> dict[str, list[Run]]:
+def measure_size(server: str, lake: Path, rows: int, rounds: int) -> dict[str, list[Run]]:
     """``rounds`` runs of each variant, the order rotated every round, a new database each."""
     (path,) = lake.iterdir()
     runs: dict[str, list[Run]] = {v: [] for v in VARIANTS}
@@ -169,7 +164,7 @@ def measure_size(server: str, lake: Path, rounds: int) -> dict[str, list[Run]]:
                 if variant == "psql":
                     runs[variant].append(psql_run(url, path))
                 elif variant == "duckdb":
-                    runs[variant].append(duckdb_run(url, path))
+                    runs[variant].append(duckdb_run(url, path, rows))
                 else:
                     runs[variant].append(cli_run(url, lake, migrated=variant == "migrated"))
     return runs
@@ -241,7 +236,7 @@ def run(server: str, sizes: list[int], rounds: int) -> list[dict[str, Any]]:
             # settled before the pass at once, but waits out the window for one just written.
             hour_ago = time.time() - 3600
             os.utime(path, (hour_ago, hour_ago))
-            figures = summarize(rows, measure_size(server, lake, rounds))
+            figures = summarize(rows, measure_size(server, lake, rows, rounds))
             print_table(figures)
             results.append(figures)
             for leftover in lake.iterdir():

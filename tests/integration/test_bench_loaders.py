@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
-import sys
 from pathlib import Path
 
 import psycopg
@@ -15,7 +13,7 @@ from bench.common import DAILY_COLUMNS, DAILY_HEADER, psql_copy, write_daily
 pytest.importorskip("duckdb", reason="DuckDB is in the bench extra (pip install -e '.[bench]')")
 pytest.importorskip("duckdb_extension_postgres_scanner", reason="the bench extra is not installed")
 
-from bench.duckdb_load import csv_columns  # after the skips: it imports DuckDB
+from bench.duckdb_load import csv_columns, process  # after the skips: it imports DuckDB
 
 
 def _table_contents(url: str) -> list[tuple[object, ...]]:
@@ -42,13 +40,8 @@ def test_duckdb_loads_the_rows_psql_loads(tmp_path: Path, pg_admin_url: str) -> 
     with scratch_database(pg_admin_url) as url:
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute("CREATE TABLE bench_copy (" + DAILY_COLUMNS + ")")
-        columns = json.dumps(csv_columns(DAILY_HEADER, DAILY_COLUMNS))
-        done = subprocess.run(
-            [sys.executable, "-m", "bench.duckdb_load", url, str(path), columns],
-            capture_output=True,
-            text=True,
-            check=True,
-        )
+        command, env = process(url, path)
+        done = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
         assert float(done.stdout) > 0  # the INSERT's seconds
         by_duckdb = _table_contents(url)
     assert len(by_psql) == 3000
