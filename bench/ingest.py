@@ -8,9 +8,9 @@ For each file size, rounds in rotated order, each pipeline run on a database of 
 - ``fresh``: the real CLI (`watch --once --no-dbt`) on a new, empty database: it migrates, loads;
 - ``migrated``: the CLI on a database an earlier CLI run migrated: it loads;
 - ``text``: the same as ``migrated`` with the binary COPY switched off (today's text path);
-- ``floor``: the binary path's floor on this server: the file's rows, encoded beforehand in this
-  process, sent by one binary COPY into ``raw.daily_activity`` of a migrated database and
-  committed; what is timed is the server's work alone (no start-up, parse, hash or gate).
+- ``floor``: the binary path's floor on this server: the file's rows, encoded once beforehand in a
+  process of its own, sent by one binary COPY into ``raw.daily_activity`` of a migrated database
+  and committed; what is timed is the server's work alone (no start-up, parse, hash or gate).
 Whole process is the CLI's wall time; load only is the file's own time in the CLI's summary (its
 transaction: read, hash, gate, COPY, manifest, commit). Peak RSS is each CLI process's own.
 ``--block-sizes`` repeats the migrated run with other pyarrow block sizes (MiB); ``--rss-gb`` loads
@@ -23,13 +23,14 @@ round-by-round gap between a migrated and a fresh database, and each process's o
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -103,51 +104,111 @@ def measure(
     """``repeat`` rounds of ``modes``, the order rotated by one each round."""
     runs: dict[str, list[dict[str, Any]]] = {m: [] for m in modes}
     (path,) = lake.iterdir()
-    for round_ in range(repeat):
-        for mode in modes[round_ % len(modes) :] + modes[: round_ % len(modes)]:
-            if mode == "psql":
-                with scratch_database(admin_url) as url:
-                    runs[mode].append({"s": psql_copy(url, path)})
-                continue
-            if mode == "fresh":
-                with scratch_database(admin_url) as url:
-                    checkpoint(url)
-                    runs[mode].append(run_cli(url, lake))
-                continue
-            with migrated_database(admin_url, empty_lake) as url:
-                checkpoint(url)
-                if mode == "floor":
-                    runs[mode].append(server_floor_in_a_process(url, path))
-                elif mode == "migrated":
-                    runs[mode].append(run_cli(url, lake))
-                elif mode == "text":
-                    runs[mode].append(run_cli(url, lake, min_bytes=1 << 62))
-                else:  # block size in MiB
-                    runs[mode].append(run_cli(url, lake, block=int(mode.split(":")[1]) << 20))
+    with contextlib.ExitStack() as stack:
+        floor = stack.enter_context(floor_worker(path)) if "floor" in modes else None
+        for round_ in range(repeat):
+            _one_round(admin_url, lake, empty_lake, path, rotated(modes, round_), runs, floor)
     return runs
 
 
-def server_floor_in_a_process(url: str, path: Path) -> dict[str, Any]:
-    """``server_floor`` in a process of its own: pyarrow's memory pool keeps what the encoding
-    took, and every CLI process forked from this one would count it in its peak RSS."""
-    code = "import json, sys; from pathlib import Path; from bench.ingest import server_floor; "
-    code += "print(json.dumps(server_floor(sys.argv[1], Path(sys.argv[2]))))"
-    done = subprocess.run(
-        [sys.executable, "-c", code, url, str(path)], capture_output=True, text=True, check=True
+def rotated(modes: list[str], round_: int) -> list[str]:
+    return modes[round_ % len(modes) :] + modes[: round_ % len(modes)]
+
+
+def _one_round(
+    admin_url: str,
+    lake: Path,
+    empty_lake: Path,
+    path: Path,
+    modes: list[str],
+    runs: dict[str, list[dict[str, Any]]],
+    floor: Callable[[str], dict[str, Any]] | None,
+) -> None:
+    for mode in modes:
+        if mode == "psql":
+            with scratch_database(admin_url) as url:
+                runs[mode].append({"s": psql_copy(url, path)})
+            continue
+        if mode == "fresh":
+            with scratch_database(admin_url) as url:
+                checkpoint(url)
+                runs[mode].append(run_cli(url, lake))
+            continue
+        with migrated_database(admin_url, empty_lake) as url:
+            checkpoint(url)
+            if mode == "floor":
+                assert floor is not None
+                runs[mode].append(floor(url))
+            elif mode == "migrated":
+                runs[mode].append(run_cli(url, lake))
+            elif mode == "text":
+                runs[mode].append(run_cli(url, lake, min_bytes=1 << 62))
+            else:  # block size in MiB
+                runs[mode].append(run_cli(url, lake, block=int(mode.split(":")[1]) << 20))
+
+
+FLOOR_WORKER = (
+    "import json, sys\n"
+    "from pathlib import Path\n"
+    "from bench.ingest import encoded_file, timed_binary_copy\n"
+    "payload = encoded_file(Path(sys.argv[1]))\n"
+    "print('ready', flush=True)\n"
+    "for url in sys.stdin:\n"
+    "    print(json.dumps(timed_binary_copy(url.strip(), payload)), flush=True)\n"
+)
+
+
+@contextmanager
+def floor_worker(path: Path) -> Iterator[Callable[[str], dict[str, Any]]]:
+    """The floor's own process, started once per file: it encodes the file's rows once, then
+    times one binary COPY of them into each database it is given.
+
+    A process of its own, because pyarrow's memory pool keeps what the encoding took, and every
+    CLI process forked from this one would count it in its peak RSS. Encoded once, because a
+    COPY sent right after its encoding, in the same process, cost the server more CPU (0.87 to
+    1.04 s against 0.82 to 0.86 s for 1 M rows, the backend's own CPU time, alternating rounds):
+    a floor above the pipeline's own load."""
+    worker = subprocess.Popen(
+        [sys.executable, "-c", FLOOR_WORKER, str(path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
     )
-    figures: dict[str, Any] = json.loads(done.stdout)
-    return figures
+    assert worker.stdin is not None and worker.stdout is not None
+    requests, replies = worker.stdin, worker.stdout
+    if replies.readline().strip() != "ready":
+        worker.kill()
+        raise RuntimeError("the floor's process did not start")
+
+    def floor(url: str) -> dict[str, Any]:
+        requests.write(url + "\n")
+        requests.flush()
+        figures: dict[str, Any] = json.loads(replies.readline())
+        return figures
+
+    try:
+        yield floor
+    finally:
+        requests.close()
+        worker.wait(timeout=60)
 
 
-def server_floor(url: str, path: Path) -> dict[str, Any]:
-    """Seconds of one binary COPY of the file's rows, encoded before the clock starts."""
+def encoded_file(path: Path) -> list[bytes]:
+    """The file's rows after its header, as the binary path sends them."""
     from watcher.arrow_rows import encoded_batches
-    from watcher.loader import copy_statement, read_header
+    from watcher.loader import read_header
     from watcher.routes import DAILY_ACTIVITY
 
     with path.open("rb") as handle:
         header = read_header(handle, DAILY_ACTIVITY, 1 << 20)
-        payload = [bytes(piece) for piece, _ in encoded_batches(handle, header.mapping, lambda: None)]
+        return [bytes(piece) for piece, _ in encoded_batches(handle, header.mapping, lambda: None)]
+
+
+def timed_binary_copy(url: str, payload: list[bytes]) -> dict[str, Any]:
+    """Seconds of one binary COPY of ``payload`` into ``raw.daily_activity``, and its commit."""
+    from watcher.loader import copy_statement
+    from watcher.routes import DAILY_ACTIVITY
+
     statement = copy_statement(
         DAILY_ACTIVITY, ("_line_number", *(c.name for c in DAILY_ACTIVITY.columns)), sql.SQL("FORMAT binary")
     )
