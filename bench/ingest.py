@@ -183,7 +183,10 @@ def floor_worker(path: Path) -> Iterator[Callable[[str], dict[str, Any]]]:
     def floor(url: str) -> dict[str, Any]:
         requests.write(url + "\n")
         requests.flush()
-        figures: dict[str, Any] = json.loads(replies.readline())
+        reply = replies.readline()
+        if not reply:
+            raise RuntimeError("the floor's process ended early (its error is above)")
+        figures: dict[str, Any] = json.loads(reply)
         return figures
 
     try:
