@@ -11,6 +11,7 @@ For each file size, rounds in rotated order, each pipeline run on a database of 
 - ``floor``: the binary path's floor on this server: the file's rows, encoded once beforehand in a
   process of its own, sent by one binary COPY into ``raw.daily_activity`` of a migrated database
   and committed; what is timed is the server's work alone (no start-up, parse, hash or gate).
+- ``floor:unindexed``: the same into the table without its BRIN index on ``_load_id``.
 Whole process is the CLI's wall time; load only is the file's own time in the CLI's summary (its
 transaction: read, hash, gate, COPY, manifest, commit). Peak RSS is each CLI process's own.
 ``--block-sizes`` repeats the migrated run with other pyarrow block sizes (MiB); ``--rss-gb`` loads
@@ -105,7 +106,7 @@ def measure(
     runs: dict[str, list[dict[str, Any]]] = {m: [] for m in modes}
     (path,) = lake.iterdir()
     with contextlib.ExitStack() as stack:
-        floor = stack.enter_context(floor_worker(path)) if "floor" in modes else None
+        floor = stack.enter_context(floor_worker(path)) if any(m in FLOORS for m in modes) else None
         for round_ in range(repeat):
             _one_round(admin_url, lake, empty_lake, path, rotated(modes, round_), runs, floor)
     return runs
@@ -136,8 +137,11 @@ def _one_round(
             continue
         with migrated_database(admin_url, empty_lake) as url:
             checkpoint(url)
-            if mode == "floor":
+            if mode in FLOORS:
                 assert floor is not None
+                if mode == "floor:unindexed":
+                    with psycopg.connect(url, autocommit=True) as conn:
+                        conn.execute("DROP INDEX raw.daily_activity_load_brin")
                 runs[mode].append(floor(url))
             elif mode == "migrated":
                 runs[mode].append(run_cli(url, lake))
@@ -147,6 +151,13 @@ def _one_round(
                 runs[mode].append(run_cli(url, lake, block=int(mode.split(":")[1]) << 20))
 
 
+FLOORS = {
+    "floor": "floor (the server alone)",
+    "floor:unindexed": "floor without the index",
+}
+"""The server's work alone: into ``raw.daily_activity`` as it is (the most a binary load reaches
+here), and without its BRIN index on ``_load_id`` (what that index costs a large load; it stays,
+see "Lineage" in ``docs/design-decisions.md``)."""
 FLOOR_WORKER = (
     "import json, sys\n"
     "from pathlib import Path\n"
@@ -247,10 +258,8 @@ def summarize(rows: int, runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any
             "ratio_load": round(psql / load, 3),
             "peak_rss_mib": round(rss),
         }
-        if mode == "floor":
-            print(
-                f"  {'floor (the server alone)':<24} {load:6.2f}s       ({psql / load:.2f}x psql): the most a binary load reaches here"
-            )
+        if mode in FLOORS:
+            print(f"  {FLOORS[mode]:<24} {load:6.2f}s       ({psql / load:.2f}x psql)")
             continue
         print(
             f"  {mode:<24} {whole:6.2f}s whole ({psql / whole:.2f}x psql), {load:5.2f}s load only"
@@ -324,7 +333,7 @@ def main() -> int:
         for rows in [int(r) for r in args.rows.split(",")]:
             lake = tmp / f"lake{rows}"
             path = write_daily(lake / "dailyActivity_bench.csv", rows)
-            modes = ["psql", "fresh", "migrated", "text", "floor"]
+            modes = ["psql", "fresh", "migrated", "text", *FLOORS]
             if rows == 1_000_000 and args.block_sizes:
                 modes += [f"block:{b}" for b in args.block_sizes.split(",")]
             print(f"{rows:,} rows, {path.stat().st_size / 2**20:.0f} MiB, medians of {args.repeat}")
