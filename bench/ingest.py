@@ -9,9 +9,12 @@ For each file size, rounds in rotated order, each pipeline run on a database of 
 - ``migrated``: the CLI on a database an earlier CLI run migrated: it loads;
 - ``text``: the same as ``migrated`` with the binary COPY switched off (today's text path);
 - ``floor``: the binary path's floor on this server: the file's rows, encoded once beforehand in a
-  process of its own, sent by one binary COPY into ``raw.daily_activity`` of a migrated database
-  and committed; what is timed is the server's work alone (no start-up, parse, hash or gate).
-- ``floor:unindexed``: the same into the table without its BRIN index on ``_load_id``.
+  process of its own, sent by one binary COPY into a table of the load's own (created, filled and
+  attached to ``raw.daily_activity`` as the pipeline does for files of 32 MiB and more,
+  ``watcher.load_tables``) in a migrated database, and committed; what is timed is the server's
+  work alone (no start-up, parse, hash or gate).
+- ``floor:raw table``: the same into ``raw.daily_activity`` itself, with its BRIN index on
+  ``_load_id`` (where a smaller file's rows go).
 Whole process is the CLI's wall time; load only is the file's own time in the CLI's summary (its
 transaction: read, hash, gate, COPY, manifest, commit). Peak RSS is each CLI process's own.
 ``--block-sizes`` repeats the migrated run with other pyarrow block sizes (MiB); ``--rss-gb`` loads
@@ -123,7 +126,7 @@ def _one_round(
     path: Path,
     modes: list[str],
     runs: dict[str, list[dict[str, Any]]],
-    floor: Callable[[str], dict[str, Any]] | None,
+    floor: Callable[[str, bool], dict[str, Any]] | None,
 ) -> None:
     for mode in modes:
         if mode == "psql":
@@ -139,10 +142,7 @@ def _one_round(
             checkpoint(url)
             if mode in FLOORS:
                 assert floor is not None
-                if mode == "floor:unindexed":
-                    with psycopg.connect(url, autocommit=True) as conn:
-                        conn.execute("DROP INDEX raw.daily_activity_load_brin")
-                runs[mode].append(floor(url))
+                runs[mode].append(floor(url, mode == "floor"))
             elif mode == "migrated":
                 runs[mode].append(run_cli(url, lake))
             elif mode == "text":
@@ -153,24 +153,26 @@ def _one_round(
 
 FLOORS = {
     "floor": "floor (the server alone)",
-    "floor:unindexed": "floor without the index",
+    "floor:raw table": "floor into the raw table",
 }
-"""The server's work alone: into ``raw.daily_activity`` as it is (the most a binary load reaches
-here), and without its BRIN index on ``_load_id`` (what that index costs a large load; it stays,
-see "Lineage" in ``docs/design-decisions.md``)."""
+"""The server's work alone: into a table of the load's own, as the pipeline loads a large file (the
+most a binary load reaches here), and into ``raw.daily_activity`` with its BRIN index on
+``_load_id`` (what that index would cost a large load: "A large load's own table" in
+``docs/design-decisions.md``)."""
 FLOOR_WORKER = (
     "import json, sys\n"
     "from pathlib import Path\n"
     "from bench.ingest import encoded_file, timed_binary_copy\n"
     "payload = encoded_file(Path(sys.argv[1]))\n"
     "print('ready', flush=True)\n"
-    "for url in sys.stdin:\n"
-    "    print(json.dumps(timed_binary_copy(url.strip(), payload)), flush=True)\n"
+    "for line in sys.stdin:\n"
+    "    where, url = line.rstrip('\\n').split(' ', 1)\n"
+    "    print(json.dumps(timed_binary_copy(url, payload, own_table=where == 'own')), flush=True)\n"
 )
 
 
 @contextmanager
-def floor_worker(path: Path) -> Iterator[Callable[[str], dict[str, Any]]]:
+def floor_worker(path: Path) -> Iterator[Callable[[str, bool], dict[str, Any]]]:
     """The floor's own process, started once per file: it encodes the file's rows once, then
     times one binary COPY of them into each database it is given.
 
@@ -191,8 +193,8 @@ def floor_worker(path: Path) -> Iterator[Callable[[str], dict[str, Any]]]:
         worker.kill()
         raise RuntimeError("the floor's process did not start")
 
-    def floor(url: str) -> dict[str, Any]:
-        requests.write(url + "\n")
+    def floor(url: str, own_table: bool) -> dict[str, Any]:
+        requests.write(f"{'own' if own_table else 'raw'} {url}\n")
         requests.flush()
         reply = replies.readline()
         if not reply:
@@ -218,24 +220,25 @@ def encoded_file(path: Path) -> list[bytes]:
         return [bytes(piece) for piece, _ in encoded_batches(handle, header.mapping, lambda: None)]
 
 
-def timed_binary_copy(url: str, payload: list[bytes]) -> dict[str, Any]:
-    """Seconds of one binary COPY of ``payload`` into ``raw.daily_activity``, and its commit."""
+def timed_binary_copy(url: str, payload: list[bytes], *, own_table: bool) -> dict[str, Any]:
+    """Seconds of one binary COPY of ``payload`` into a table of the load's own (attached to
+    ``raw.daily_activity``) or into ``raw.daily_activity`` itself, and its commit."""
+    from watcher.load_tables import attach_own_table, create_own_table
     from watcher.loader import copy_statement
     from watcher.routes import DAILY_ACTIVITY
 
-    statement = copy_statement(
-        DAILY_ACTIVITY, ("_line_number", *(c.name for c in DAILY_ACTIVITY.columns)), sql.SQL("FORMAT binary")
-    )
+    columns = ("_line_number", *(c.name for c in DAILY_ACTIVITY.columns))
     with psycopg.connect(url) as conn:
         conn.execute("SELECT set_config('wearable.load_id', '1', false)")
         conn.commit()
         started = time.perf_counter()
-        with (
-            conn.cursor() as cur,
-            cur.copy(statement) as copy,
-        ):
-            for piece in payload:
-                copy.write(piece)
+        with conn.cursor() as cur:
+            table = create_own_table(cur, DAILY_ACTIVITY, 1) if own_table else None
+            with cur.copy(copy_statement(DAILY_ACTIVITY, columns, sql.SQL("FORMAT binary"), table)) as copy:
+                for piece in payload:
+                    copy.write(piece)
+            if own_table:
+                attach_own_table(cur, DAILY_ACTIVITY, 1)
         conn.commit()
         seconds = time.perf_counter() - started
     return {"s": seconds, "load_s": seconds, "rss_mib": 0.0}

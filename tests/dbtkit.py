@@ -19,6 +19,8 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
+from watcher.load_tables import attach_own_table, create_own_table, remove_load_rows
+from watcher.routes import ROUTES
 from watcher.transform import profile_environment
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -115,11 +117,15 @@ def load_file(
     rows: Sequence[Sequence[object]],
     *,
     replaces_load_id: int | None = None,
+    own_table: bool = False,
 ) -> int:
     """Load rows as one version of one file, like the loader: return the new load id.
 
-    With ``replaces_load_id`` the rows of that earlier load are deleted in the same transaction.
+    With ``replaces_load_id`` the rows of that earlier load are removed in the same transaction.
+    With ``own_table`` the rows go into a table of the load's own, as a large file's
+    (``watcher.load_tables``).
     """
+    route = {r.table: r for r in ROUTES}[table]
     columns = COLUMNS[table]
     with conn.transaction():
         load_id = conn.execute(
@@ -127,18 +133,19 @@ def load_file(
             " replaces_load_id, finished_at) VALUES (%s, %s, %s, %s, %s, now()) RETURNING load_id",
             (source_path, f"sha-{source_path}-{len(rows)}", table, len(rows), replaces_load_id),
         ).fetchone()[0]  # type: ignore[index]
+        cur = conn.cursor()
         if replaces_load_id is not None:
-            conn.execute(
-                sql.SQL("DELETE FROM {} WHERE _load_id = %s").format(sql.Identifier("raw", table)),
-                (replaces_load_id,),
-            )
+            remove_load_rows(cur, table, replaces_load_id)
+        target = create_own_table(cur, route, load_id) if own_table else sql.Identifier("raw", table)
         copy_sql = sql.SQL("COPY {} ({}) FROM STDIN").format(
-            sql.Identifier("raw", table),
+            target,
             sql.SQL(", ").join(sql.Identifier(c) for c in (*columns, "_line_number", "_load_id")),
         )
-        with conn.cursor().copy(copy_sql) as copy:
+        with cur.copy(copy_sql) as copy:
             for line_number, row in enumerate(rows, start=2):
                 copy.write_row((*row, line_number, load_id))
+        if own_table:
+            attach_own_table(cur, route, load_id)
     return int(load_id)
 
 

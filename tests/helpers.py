@@ -141,3 +141,32 @@ def settings_for_tests(data_dir: Path, database_url: str) -> Any:
     from watcher.config import Overrides, build_settings
 
     return build_settings(Overrides(data_dir=str(data_dir), database_url=database_url, metrics_addr="off"))
+
+
+RAW_TABLES_BESIDE_THE_ROUTES = (
+    "SELECT c.relname, i.inhparent::regclass::text FROM pg_class c"
+    " LEFT JOIN pg_inherits i ON i.inhrelid = c.oid"
+    " WHERE c.relnamespace = 'raw'::regnamespace AND c.relkind = 'r'"
+    " AND c.relname NOT IN ('daily_activity', 'sleep') ORDER BY 1"
+)
+"""Every other table in schema ``raw`` (the loads' own tables), with the table it is a child of
+(None: a table left behind, not attached)."""
+
+DROP_OWN_TABLES = """
+DO $$
+DECLARE own regclass;
+BEGIN
+    FOR own IN SELECT c.oid::regclass FROM pg_class c
+               WHERE c.relnamespace = 'raw'::regnamespace AND c.relkind = 'r'
+                 AND c.relname NOT IN ('daily_activity', 'sleep')
+    LOOP
+        EXECUTE format('DROP TABLE %s', own);
+    END LOOP;
+END $$
+"""
+"""Drop the loads' own tables, for tests that empty the raw tables between loads."""
+
+
+def own_tables(conn: Any) -> list[tuple[str, str | None]]:
+    """The loads' own tables in the database, with the table each is a child of."""
+    return [(name, parent) for name, parent in conn.execute(RAW_TABLES_BESIDE_THE_ROUTES).fetchall()]

@@ -39,6 +39,7 @@ from psycopg import sql
 
 from watcher.gcfreeze import freeze_loaded_modules
 from watcher.linegate import LineGate
+from watcher.load_tables import OWN_TABLE_MIN_BYTES, attach_own_table, create_own_table
 from watcher.loader import (
     DATA_ERRORS,
     FileProblem,
@@ -168,8 +169,10 @@ def binary_copy(
     route: Route,
     max_line_bytes: int,
     progress: ProgressCallback | None = None,
+    table: sql.Identifier | None = None,
 ) -> StreamResult:
-    """COPY the rest of the file after its header in binary format, hashing every byte read.
+    """COPY the rest of the file after its header in binary format, hashing every byte read,
+    into the route's raw table or into ``table`` (a load's own table).
 
     The same contract as ``loader.stream_copy``; ``ParserObjection`` in addition (see above)."""
     from watcher.arrow_rows import encoded_batches, line_ends  # pyarrow and numpy: big files only
@@ -184,7 +187,7 @@ def binary_copy(
     rows = 0
     reported = reader.bytes_read  # progress counts the bytes after the header, as on the text path
     statement = copy_statement(
-        route, ("_line_number", *header.mapping.copy_columns), sql.SQL("FORMAT binary")
+        route, ("_line_number", *header.mapping.copy_columns), sql.SQL("FORMAT binary"), table
     )
     try:
         with cur.copy(statement) as copy, contextlib.closing(reader):
@@ -271,17 +274,24 @@ def clean_copy(
     progress: ProgressCallback | None = None,
     *,
     size: int,
+    load_id: int,
 ) -> StreamResult:
     """The clean path: binary COPY for a file of ``binary_min_bytes()`` or more (``size``: the
-    version the landing zone gave), text otherwise, and text when the parser objects.
-    ``RowProblem`` from the gate or the server: the caller takes the checked path, as after
-    ``stream_copy``."""
+    version the landing zone gave), into a table of the load's own from ``OWN_TABLE_MIN_BYTES``
+    (``load_tables``); text otherwise, and text when the parser objects. ``RowProblem`` from the
+    gate or the server: the caller takes the checked path, as after ``stream_copy``; the load's
+    own table is rolled back with the rows."""
     if size >= binary_min_bytes():
         from watcher.arrow_rows import ParserObjection
 
         try:
             with conn.transaction():
-                return binary_copy(cur, handle, route, max_line_bytes, progress)
+                if size < OWN_TABLE_MIN_BYTES:
+                    return binary_copy(cur, handle, route, max_line_bytes, progress)
+                table = create_own_table(cur, route, load_id)
+                result = binary_copy(cur, handle, route, max_line_bytes, progress, table)
+                attach_own_table(cur, route, load_id)
+                return result
         except ParserObjection as objection:
             log.info("file_sent_as_text", reason=objection.reason)
         handle.seek(0)

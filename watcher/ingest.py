@@ -23,11 +23,11 @@ from typing import Any, Literal
 
 import psycopg
 import structlog
-from psycopg import sql
 
 from watcher import manifest
 from watcher.binary_copy import clean_copy
 from watcher.landing.zone import Candidate, Version
+from watcher.load_tables import remove_load_rows
 from watcher.loader import (
     FileProblem,
     ProgressCallback,
@@ -247,7 +247,7 @@ def _load(
     prepare_load(cur, route, load_id)
     try:
         with conn.transaction():  # everything this file writes; undone by _Discard
-            result = _read_into_table(conn, cur, candidate, info, route, relative, run_id, limits, progress)
+            result = _read_into_table(conn, cur, candidate, info, route, load_id, run_id, limits, progress)
             check_unchanged(candidate, info)
             _discard_unless_new(cur, relative, entry, route, info, result)
     except _Discard as discard:
@@ -319,17 +319,25 @@ def _read_into_table(
     candidate: Candidate,
     info: Version,
     route: Route,
-    relative: str,
+    load_id: int,
     run_id: int | None,
     limits: LoadLimits,
     progress: ProgressCallback | None,
 ) -> QuarantineResult:
     """The fast COPY; if the server refuses a line, the checked path from the file's start."""
+    relative = candidate.relative
     with candidate.open() as handle:
         try:
             with conn.transaction():
                 fast = clean_copy(
-                    conn, cur, handle, route, limits.max_line_bytes, progress, size=info.st_size
+                    conn,
+                    cur,
+                    handle,
+                    route,
+                    limits.max_line_bytes,
+                    progress,
+                    size=info.st_size,
+                    load_id=load_id,
                 )
             mapping = fast.header.mapping
             return QuarantineResult(
@@ -532,10 +540,7 @@ def _release_previous(cur: psycopg.Cursor[Any], relative: str, entry: ManifestEn
     if load is not None and (owner := manifest.take_over(cur, load, relative)) is not None:
         log.info("load_taken_over", path=relative, owner=owner, load_id=load.load_id)
         return Released(heir=owner)
-    cur.execute(
-        sql.SQL("DELETE FROM {} WHERE _load_id = %s").format(sql.Identifier("raw", entry.target_table)),
-        (entry.load_id,),
-    )
+    remove_load_rows(cur, entry.target_table, entry.load_id)
     return Released(deleted_load_id=entry.load_id)
 
 

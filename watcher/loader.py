@@ -158,10 +158,14 @@ and the server reads it 6 to 10 % faster than CSV (docs/design-decisions.md)."""
 
 
 def copy_statement(
-    route: Route, columns: tuple[str, ...], options: sql.Composable = CSV_OPTIONS
+    route: Route,
+    columns: tuple[str, ...],
+    options: sql.Composable = CSV_OPTIONS,
+    table: sql.Identifier | None = None,
 ) -> sql.Composed:
+    """COPY into the route's raw table, or into ``table`` (a load's own table, ``load_tables``)."""
     return sql.SQL("COPY {} ({}) FROM STDIN ({})").format(
-        sql.Identifier(*route.qualified_table),
+        table or sql.Identifier(*route.qualified_table),
         sql.SQL(", ").join(map(sql.Identifier, columns)),
         options,
     )

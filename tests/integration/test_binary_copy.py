@@ -26,12 +26,13 @@ from psycopg import sql
 
 from tests.bad_inputs import Case, all_cases, build_lake, csv_bytes, daily_line, sleep_line
 from tests.conftest import scratch_database
-from tests.helpers import DAILY_HEADER, SLEEP_HEADER
+from tests.helpers import DAILY_HEADER, DROP_OWN_TABLES, SLEEP_HEADER, own_tables
 from tests.integration.test_bad_input_mutations import check_loaded_file, mutated_file
 from watcher import arrow_rows, binary_copy
 from watcher.database import migrate
 from watcher.ingest import LoadLimits, process_file
 from watcher.landing.scanner import inspect_entry
+from watcher.load_tables import own_table_name
 from watcher.routes import DAILY_ACTIVITY, SLEEP, Route
 
 LIMITS = LoadLimits(error_budget_fraction=1.0, error_budget_rows=10**6)
@@ -57,6 +58,8 @@ class Loaded:
     rejected: list[tuple[Any, ...]]
     path: str
     """Which path loaded the rows: ``binary``, or ``text`` (text or checked)."""
+    own_tables: list[tuple[str, str | None]]
+    """The loads' own tables left in the database, with the table each is a child of."""
 
 
 class _Spy:
@@ -80,12 +83,17 @@ def load(
     *,
     binary: bool,
     limits: LoadLimits = LIMITS,
+    own_table_min_bytes: int = 0,
 ) -> Loaded:
+    """Load ``path`` into emptied tables, with the binary path taking every file it can (in a
+    table of the load's own from ``own_table_min_bytes``), or with the text path only."""
     spy = _Spy()
     with monkeypatch.context() as patch:
         patch.setattr(binary_copy, "binary_min_bytes", lambda: 0 if binary else 1 << 62)
+        patch.setattr(binary_copy, "OWN_TABLE_MIN_BYTES", own_table_min_bytes)
         patch.setattr(binary_copy, "binary_copy", spy)
         with psycopg.connect(url) as conn:
+            conn.execute(DROP_OWN_TABLES)
             conn.execute(EMPTY)
             conn.commit()
             done = process_file(conn, inspect_entry(lake, path), run_id=None, limits=limits)
@@ -98,6 +106,7 @@ def load(
                 "SELECT source_path, line_number, raw_line, reason, source_sha256, target_table"
                 " FROM ops.rejected_rows ORDER BY source_path, line_number"
             ).fetchall()
+            tables = own_tables(conn)
     outcome = (
         done.relative,
         done.outcome,
@@ -109,7 +118,13 @@ def load(
         done.reason,
         done.warnings,
     )
-    return Loaded(outcome, rows, rejected, "binary" if spy.loaded else "text")
+    path_taken = "binary" if spy.loaded else "text"
+    if binary and path_taken == "binary" and done.outcome == "loaded" and own_table_min_bytes == 0:
+        assert done.table is not None and done.load_id is not None
+        assert tables == [(own_table_name(done.table, done.load_id), f"raw.{done.table}")]
+    else:  # a load rolled back (a rejected or skipped file, text after all) leaves no table
+        assert tables == []
+    return Loaded(outcome, rows, rejected, path_taken, tables)
 
 
 def _rows_query(route: Route) -> sql.Composed:
@@ -122,7 +137,11 @@ def _rows_query(route: Route) -> sql.Composed:
 def load_both(
     url: str, lake: Path, path: Path, monkeypatch: pytest.MonkeyPatch, limits: LoadLimits = LIMITS
 ) -> Loaded:
-    """Load ``path`` through both paths; they must agree. Return what the binary run left."""
+    """Load ``path`` through both paths; they must agree. Return what the binary run left.
+
+    The binary run puts its rows in a table of the load's own (``load_tables``), whatever the
+    file's size, so that every file here tries that too; the rows are read through the raw table,
+    as every reader reads them."""
     binary = load(url, lake, path, monkeypatch, binary=True, limits=limits)
     text = load(url, lake, path, monkeypatch, binary=False, limits=limits)
     assert text.path == "text"

@@ -11,8 +11,17 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.helpers import DAILY_HEADER, daily_rows, once_json, start_once, write_big_daily, write_csv
+from tests.helpers import (
+    DAILY_HEADER,
+    daily_rows,
+    once_json,
+    own_tables,
+    start_once,
+    write_big_daily,
+    write_csv,
+)
 from tests.pg_control import ThrowawayServer
+from watcher.load_tables import own_table_name
 
 BIG_ROWS = 600_000
 
@@ -65,9 +74,12 @@ def test_sigkill_during_copy_then_rerun_gives_exact_counts(tmp_path: Path, datab
         if proc.poll() is None:
             proc.kill()
     rows, _, manifest = table_state(database_url)
-    # The small file committed before the big one started; nothing of the big one is visible.
+    # The small file committed before the big one started; nothing of the big one is visible,
+    # not even the table of its own it was being copied into (over 32 MiB: load_tables).
     assert rows == 10
     assert manifest == [("a_dailyActivity_small.csv", "loaded", 10)]
+    with psycopg.connect(database_url) as conn:
+        assert own_tables(conn) == []
     code, result = once_json(lake, database_url, "--no-dbt")
     assert code == 0, result
     assert result["counts"] == {"loaded": 1}
@@ -77,6 +89,11 @@ def test_sigkill_during_copy_then_rerun_gives_exact_counts(tmp_path: Path, datab
         ("a_dailyActivity_small.csv", "loaded", 10),
         ("b_dailyActivity_big.csv", "loaded", BIG_ROWS),
     ]
+    with psycopg.connect(database_url) as conn:
+        big: Any = conn.execute(
+            "SELECT load_id FROM ops.raw_ingest_manifest WHERE source_path = 'b_dailyActivity_big.csv'"
+        ).fetchone()
+        assert own_tables(conn) == [(own_table_name("daily_activity", big[0]), "raw.daily_activity")]
 
 
 @pytest.mark.slow

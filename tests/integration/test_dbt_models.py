@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import random
+import re
 import statistics
 from collections import defaultdict
 from pathlib import Path
@@ -13,6 +14,8 @@ import psycopg
 import pytest
 
 from tests.dbtkit import MART_KEYS, activity_row, load_file, load_fitbit, mart_rows, run_dbt
+from tests.helpers import own_tables
+from watcher.load_tables import own_table_name
 
 pytestmark = pytest.mark.slow
 
@@ -268,8 +271,12 @@ def test_incremental_build_after_small_drops_equals_a_full_refresh(migrated_url:
     with psycopg.connect(migrated_url) as conn:
         # two overlapping exports of 12 users, and a sleep file
         load_file(conn, "daily_activity", "a/period1.csv", _activity_rows(rng, range(1, 13), range(0, 36)))
-        period2 = load_file(
-            conn, "daily_activity", "a/period2.csv", _activity_rows(rng, range(1, 13), range(35, 70))
+        period2 = load_file(  # a large file's load: in a table of its own
+            conn,
+            "daily_activity",
+            "a/period2.csv",
+            _activity_rows(rng, range(1, 13), range(35, 70)),
+            own_table=True,
         )
         load_file(conn, "sleep", "a/sleep.csv", _sleep_rows(rng, range(1, 7), range(35, 70)))
         load_file(conn, "daily_activity", "b/user20.csv", _activity_rows(rng, range(20, 21), range(0, 50)))
@@ -298,6 +305,7 @@ def test_incremental_build_after_small_drops_equals_a_full_refresh(migrated_url:
             "daily_activity",
             "c/user4-late.csv",
             _activity_rows(rng, range(4, 5), range(69, 80), level=2000),
+            own_table=True,
         )
         # user 20's only file is replaced by an empty one: he vanishes
         user20 = conn.execute("SELECT max(_load_id) FROM raw.daily_activity WHERE id = 20").fetchone()
@@ -330,12 +338,15 @@ def test_incremental_build_after_small_drops_equals_a_full_refresh(migrated_url:
         # period2 changes at its known path: user 12 leaves it, user 5 gets other values
         replaced = [r for r in _activity_rows(rng, range(1, 12), range(35, 70)) if r[0] != 5]
         replaced += _activity_rows(random.Random(99), range(5, 6), range(35, 70), level=3000)
-        load_file(conn, "daily_activity", "a/period2.csv", replaced, replaces_load_id=period2)
+        load_file(conn, "daily_activity", "a/period2.csv", replaced, replaces_load_id=period2, own_table=True)
+        assert own_table_name("daily_activity", period2) not in [name for name, _ in own_tables(conn)]
     run_dbt(migrated_url, ["build", "--select", "source:raw.daily_activity+"], target_path=target)
 
     # a sleep-only drop goes through the sleep selector
     with psycopg.connect(migrated_url) as conn:
-        load_file(conn, "sleep", "d/sleep-user7.csv", _sleep_rows(rng, range(7, 8), range(40, 45)))
+        load_file(
+            conn, "sleep", "d/sleep-user7.csv", _sleep_rows(rng, range(7, 8), range(40, 45)), own_table=True
+        )
     run_dbt(migrated_url, ["build", "--select", "source:raw.sleep+"], target_path=target)
 
     incremental = _all_marts(migrated_url)
@@ -353,6 +364,52 @@ def test_incremental_build_after_small_drops_equals_a_full_refresh(migrated_url:
     for mart in MART_KEYS:
         assert incremental[mart] == full[mart], mart
     assert len(full["user_daily_activity"]) > 800
+
+
+def test_an_incremental_build_reads_no_own_table_of_an_older_load(migrated_url: str, tmp_path: Path) -> None:
+    """int_load_extents, compiled for an incremental build, names its new loads as literals: the
+    plan reads the own table of the new large load and not that of a load seen before, even with
+    more new loads than PostgreSQL compares with a table's constraint in one list (100)."""
+    rng = random.Random(11)
+    target = tmp_path / "target"
+    with psycopg.connect(migrated_url) as conn:
+        older = load_file(
+            conn,
+            "daily_activity",
+            "old/big.csv",
+            _activity_rows(rng, range(1, 4), range(0, 20)),
+            own_table=True,
+        )
+    run_dbt(migrated_url, ["run", "--select", "+int_load_extents"], target_path=target)
+    with psycopg.connect(migrated_url) as conn:
+        small = [
+            load_file(
+                conn, "daily_activity", f"new/small{i}.csv", _activity_rows(rng, range(i, i + 1), range(0, 2))
+            )
+            for i in range(10, 160)
+        ]
+        newer = load_file(
+            conn,
+            "daily_activity",
+            "new/big.csv",
+            _activity_rows(rng, range(1, 4), range(20, 40)),
+            own_table=True,
+        )
+    run_dbt(migrated_url, ["compile", "--select", "int_load_extents"], target_path=target)
+    compiled = (target / "compiled/wearable/models/intermediate/int_load_extents.sql").read_text()
+    with psycopg.connect(migrated_url) as conn:
+        plan = "\n".join(row[0] for row in conn.execute(f"EXPLAIN {compiled}"))
+    scanned = set(re.findall(r"\bdaily_activity_load_\d+\b", plan))
+    assert scanned == {own_table_name("daily_activity", newer)}
+
+    run_dbt(migrated_url, ["run", "--select", "int_load_extents"], target_path=target)
+    with psycopg.connect(migrated_url) as conn:
+        extents: dict[int, int] = dict(
+            conn.execute(
+                "SELECT load_id, load_rows FROM intermediate.int_load_extents WHERE raw_table = 'daily_activity'"
+            ).fetchall()
+        )
+    assert extents == {older: 60, **dict.fromkeys(small, 2), newer: 60}
 
 
 def test_the_profile_reads_the_connection_from_env_and_writes_no_password(

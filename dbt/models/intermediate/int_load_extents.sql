@@ -8,19 +8,11 @@
 -- One row per load (one version of one file) with rows in a raw table: the file's latest date,
 -- which decides overlapping exports (the newest export wins). A load never changes after it
 -- commits, so an incremental build only reads the loads it has not seen, found through
--- ops.file_loads and read through the BRIN index on _load_id; loads already replaced are skipped.
+-- ops.file_loads; loads already replaced are skipped.
 -- Built after the fingerprints, on purpose: every load the fingerprints saw then has its extents,
 -- and a load committed later belongs to users whom the next build finds changed.
 -- depends_on: {{ ref('int_user_source_fingerprints') }}
-{#- few new loads: an array, so that the BRIN index finds their rows; a full build: a join -#}
-{%- if is_incremental() -%}
-    {%- set in_candidate_loads = 'load_id = any(array(select load_id from candidate_loads))' -%}
-{%- else -%}
-    {%- set in_candidate_loads = 'load_id in (select load_id from candidate_loads)' -%}
-{%- endif %}
-
-with candidate_loads as (
-
+{%- set candidate_loads_sql -%}
     select loads.load_id
     from {{ source('ops', 'file_loads') }} as loads
     where not exists (
@@ -31,10 +23,18 @@ with candidate_loads as (
     {% if is_incremental() -%}
       and not exists (select 1 from {{ this }} as seen where seen.load_id = loads.load_id)
     {%- endif %}
+{%- endset -%}
+{#- An incremental build lists the new loads as literals, read when this model is compiled (after
+    the fingerprints were built): PostgreSQL then finds their rows through the BRIN index on
+    _load_id, and skips the own table of every large load but theirs (watcher/load_tables.py),
+    which it cannot do for a list the query computes. A full build: a join. -#}
+{%- if is_incremental() -%}
+    {%- set in_candidate_loads = load_id_in(query_values(candidate_loads_sql)) -%}
+{%- else -%}
+    {%- set in_candidate_loads = 'load_id in (' ~ candidate_loads_sql ~ ')' -%}
+{%- endif %}
 
-),
-
-activity as (
+with activity as (
 
     select
         load_id,
