@@ -372,14 +372,13 @@ def test_an_incremental_build_reads_no_own_table_of_an_older_load(migrated_url: 
     more new loads than PostgreSQL compares with a table's constraint in one list (100)."""
     rng = random.Random(11)
     target = tmp_path / "target"
-    with psycopg.connect(migrated_url) as conn:
-        older = load_file(
-            conn,
-            "daily_activity",
-            "old/big.csv",
-            _activity_rows(rng, range(1, 4), range(0, 20)),
-            own_table=True,
-        )
+
+    def large_load(path: str, days: range) -> int:
+        with psycopg.connect(migrated_url) as conn:
+            rows = _activity_rows(rng, range(1, 4), days)
+            return load_file(conn, "daily_activity", path, rows, own_table=True)
+
+    older = large_load("old/big.csv", range(0, 20))
     run_dbt(migrated_url, ["run", "--select", "+int_load_extents"], target_path=target)
     with psycopg.connect(migrated_url) as conn:
         small = [
@@ -388,13 +387,7 @@ def test_an_incremental_build_reads_no_own_table_of_an_older_load(migrated_url: 
             )
             for i in range(10, 160)
         ]
-        newer = load_file(
-            conn,
-            "daily_activity",
-            "new/big.csv",
-            _activity_rows(rng, range(1, 4), range(20, 40)),
-            own_table=True,
-        )
+    newer = large_load("new/big.csv", range(20, 40))
     run_dbt(migrated_url, ["compile", "--select", "int_load_extents"], target_path=target)
     compiled = (target / "compiled/wearable/models/intermediate/int_load_extents.sql").read_text()
     with psycopg.connect(migrated_url) as conn:
