@@ -8,6 +8,7 @@ and a table of their own, as files of 32 MiB and more do (the crash test of
 from __future__ import annotations
 
 import threading
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ from tests.helpers import DAILY_HEADER, own_tables
 from watcher import binary_copy
 from watcher.ingest import FileOutcome, LoadLimits, process_file
 from watcher.landing.scanner import inspect_entry
-from watcher.load_tables import attach_own_table, create_own_table, own_table_name
+from watcher.load_tables import attach_own_table, create_own_table, own_table, own_table_name
 from watcher.routes import DAILY_ACTIVITY
 
 LIMITS = LoadLimits(error_budget_fraction=0.5)
@@ -181,3 +182,28 @@ def load_id_of(url: str, relative: str) -> int:
         ).fetchone()
     assert row is not None
     return int(row[0])
+
+
+def test_a_grant_on_the_raw_table_covers_reading_a_large_load_through_it(
+    migrated_url: str, tmp_path: Path, large_files: None
+) -> None:
+    """As docs/deploy.md says: a role allowed to read raw.daily_activity reads the rows of a
+    load's own table through it, and needs a grant of its own to read that table directly."""
+    done = load(migrated_url, tmp_path, write(tmp_path, "dailyActivity_a.csv", 0, 25))
+    role = f"wp_reader_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(migrated_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE ROLE {}").format(sql.Identifier(role)))
+        try:
+            conn.execute(sql.SQL("GRANT USAGE ON SCHEMA raw TO {}").format(sql.Identifier(role)))
+            conn.execute(sql.SQL("GRANT SELECT ON raw.daily_activity TO {}").format(sql.Identifier(role)))
+            conn.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(role)))
+            row = conn.execute("SELECT count(*) FROM raw.daily_activity").fetchone()
+            assert row == (25,)
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                conn.execute(
+                    sql.SQL("SELECT count(*) FROM {}").format(own_table(DAILY_ACTIVITY, done.load_id or 0))
+                )
+        finally:
+            conn.execute("RESET ROLE")
+            conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
+            conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
