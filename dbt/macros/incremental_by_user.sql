@@ -17,12 +17,7 @@
         )
         order by user_id
     {%- endset -%}
-    {%- if execute -%}
-        {%- set result = run_query(query) -%}
-        {{ return(result.columns[0].values() | list) }}
-    {%- else -%}
-        {{ return([]) }}
-    {%- endif -%}
+    {{ return(query_values(query)) }}
 {%- endmacro %}
 
 
