@@ -58,8 +58,6 @@ class Loaded:
     rejected: list[tuple[Any, ...]]
     path: str
     """Which path loaded the rows: ``binary``, or ``text`` (text or checked)."""
-    own_tables: list[tuple[str, str | None]]
-    """The loads' own tables left in the database, with the table each is a child of."""
 
 
 class _Spy:
@@ -83,14 +81,13 @@ def load(
     *,
     binary: bool,
     limits: LoadLimits = LIMITS,
-    own_table_min_bytes: int = 0,
 ) -> Loaded:
-    """Load ``path`` into emptied tables, with the binary path taking every file it can (in a
-    table of the load's own from ``own_table_min_bytes``), or with the text path only."""
+    """Load ``path`` into emptied tables, with the binary path taking every file it can (into a
+    table of the load's own, whatever its size), or with the text path only."""
     spy = _Spy()
     with monkeypatch.context() as patch:
         patch.setattr(binary_copy, "binary_min_bytes", lambda: 0 if binary else 1 << 62)
-        patch.setattr(binary_copy, "OWN_TABLE_MIN_BYTES", own_table_min_bytes)
+        patch.setattr(binary_copy, "OWN_TABLE_MIN_BYTES", 0)
         patch.setattr(binary_copy, "binary_copy", spy)
         with psycopg.connect(url) as conn:
             conn.execute(DROP_OWN_TABLES)
@@ -119,12 +116,12 @@ def load(
         done.warnings,
     )
     path_taken = "binary" if spy.loaded else "text"
-    if binary and path_taken == "binary" and done.outcome == "loaded" and own_table_min_bytes == 0:
+    if path_taken == "binary" and done.outcome == "loaded":
         assert done.table is not None and done.load_id is not None
         assert tables == [(own_table_name(done.table, done.load_id), f"raw.{done.table}")]
     else:  # a load rolled back (a rejected or skipped file, text after all) leaves no table
         assert tables == []
-    return Loaded(outcome, rows, rejected, path_taken, tables)
+    return Loaded(outcome, rows, rejected, path_taken)
 
 
 def _rows_query(route: Route) -> sql.Composed:
