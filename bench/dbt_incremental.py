@@ -1,7 +1,7 @@
 """Incremental dbt build after a one-user drop, against a full refresh, on a 1,000,000-row history.
 
 Run: python -m bench.dbt_incremental [--database-url URL] [--users 1000] [--days 1000]
-     [--without-brin]
+     [--own-tables] [--without-brin]
 
 The server is --database-url, else BENCH_DATABASE_URL, else TEST_DATABASE_URL, else an embedded
 one. A scratch database (--bench-db) is created on it and dropped at the end (unless --keep).
@@ -19,6 +19,9 @@ Measured in the same run, with the project parsed once as the pipeline does:
      runs it), ``build*`` (without unit tests: they check logic on fixed rows, not data, and
      cost the same at any size) and ``run`` (models only).
 Every timed build starts after VACUUM ANALYZE, so that autovacuum does not run during it.
+``--own-tables`` writes each activity file of the history into a table of its own, attached to
+``raw.daily_activity``, as the loader does for files of 32 MiB or more (``watcher.load_tables``): what
+the incremental build costs when the history lies in such tables.
 ``--without-brin`` drops the BRIN indexes on ``_load_id`` before the history is written: the
 cost of the incremental path without them (the loads' side of that trade: ``bench/ingest.py``).
 """
@@ -63,7 +66,7 @@ START_DATE = "2014-01-01"
 # One file of activity: users [first, last] x days [0, days). Steps are pseudo-random (setseed),
 # 8 % of days not worn, and every third user slowly declining.
 ACTIVITY_INSERT = """
-INSERT INTO raw.daily_activity (
+INSERT INTO {table} (
     id, activity_date, total_steps, total_distance, tracker_distance, logged_activities_distance,
     very_active_distance, moderately_active_distance, light_active_distance,
     sedentary_active_distance, very_active_minutes, fairly_active_minutes, lightly_active_minutes,
@@ -134,11 +137,28 @@ def new_load(conn: psycopg.Connection[Any], path: str, table: str) -> int:
 
 
 def load_activity(
-    conn: psycopg.Connection[Any], path: str, users: tuple[int, int], days: tuple[int, int], span: int
+    conn: psycopg.Connection[Any],
+    path: str,
+    users: tuple[int, int],
+    days: tuple[int, int],
+    span: int,
+    *,
+    own_table: bool = False,
 ) -> None:
+    """One file of activity, into the raw table or into a table of the load's own (attached to it,
+    as the loader does for a large file: ``watcher.load_tables``)."""
+    from watcher.load_tables import attach_own_table, create_own_table
+    from watcher.routes import DAILY_ACTIVITY
+
     load_id = new_load(conn, path, "daily_activity")
+    with conn.cursor() as cur:
+        table = (
+            create_own_table(cur, DAILY_ACTIVITY, load_id)
+            if own_table
+            else sql.Identifier("raw", "daily_activity")
+        )
     conn.execute(
-        ACTIVITY_INSERT,
+        sql.SQL(ACTIVITY_INSERT).format(table=table),
         {
             "load_id": load_id,
             "first_id": FIRST_USER,
@@ -150,6 +170,9 @@ def load_activity(
             "last_day": days[1],
         },
     )
+    if own_table:
+        with conn.cursor() as cur:
+            attach_own_table(cur, DAILY_ACTIVITY, load_id)
 
 
 def load_sleep(conn: psycopg.Connection[Any], path: str, users: tuple[int, int], days: int) -> None:
@@ -168,14 +191,16 @@ def load_sleep(conn: psycopg.Connection[Any], path: str, users: tuple[int, int],
     )
 
 
-def generate_history(url: str, users: int, days: int, files: int) -> int:
-    """Write the history into raw.*; return the number of activity rows."""
+def generate_history(url: str, users: int, days: int, files: int, *, own_tables: bool = False) -> int:
+    """Write the history into raw.*; return the number of activity rows. With ``own_tables`` each
+    activity file of the history goes into a table of its own, as large files do."""
     per_file = max(1, users // files)
     with psycopg.connect(url) as conn:
         conn.execute("SELECT setseed(0.42)")
         for first in range(0, users, per_file):
             last = min(users, first + per_file) - 1
-            load_activity(conn, f"history/activity-{first:05d}.csv", (first, last), (0, days - 1), days)
+            path = f"history/activity-{first:05d}.csv"
+            load_activity(conn, path, (first, last), (0, days - 1), days, own_table=own_tables)
         sleepers = users // 5
         load_sleep(conn, "history/sleep-a.csv", (0, sleepers // 2 - 1), days)
         load_sleep(conn, "history/sleep-b.csv", (sleepers // 2, sleepers - 1), days)
@@ -309,6 +334,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--keep", action="store_true", help="keep the scratch database")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     parser.add_argument(
+        "--own-tables",
+        action="store_true",
+        help="write each activity file of the history into a table of its own, as large files go",
+    )
+    parser.add_argument(
         "--without-brin",
         action="store_true",
         help="drop the BRIN indexes on _load_id first: what the incremental build costs without them",
@@ -331,7 +361,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 conn.execute("DROP INDEX raw.daily_activity_load_brin, raw.sleep_load_brin")
             print("without the BRIN indexes on _load_id")
         started = time.perf_counter()
-        rows = generate_history(url, args.users, args.days, args.files)
+        rows = generate_history(url, args.users, args.days, args.files, own_tables=args.own_tables)
+        if args.own_tables:
+            print("the history's activity files in tables of their own")
         print(
             f"history: {rows:,} activity rows ({args.users} users x {args.days} days)"
             f" written in {time.perf_counter() - started:.1f} s"
