@@ -33,8 +33,8 @@ from watcher.routes import Route
 
 OWN_TABLE_MIN_BYTES = 32 << 20
 """Files of this size or more that take the binary path get a table of their own (about 270,000
-daily-activity rows). Below it the saving (about 0.35 µs a row) is under the table's set-up, and a
-lower bound keeps the number of tables a read of the raw table opens small: one per such file."""
+daily-activity rows, about 0.1 s of index upkeep saved on PostgreSQL 15). The bound keeps the
+number of tables that a read of the raw table opens and locks small: one per such file."""
 
 
 def own_table_name(table: str, load_id: int) -> str:

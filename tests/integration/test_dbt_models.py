@@ -12,6 +12,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from psycopg import sql
 
 from tests.dbtkit import MART_KEYS, activity_row, load_file, load_fitbit, mart_rows, run_dbt
 from tests.helpers import own_tables
@@ -391,7 +392,7 @@ def test_an_incremental_build_reads_no_own_table_of_an_older_load(migrated_url: 
     run_dbt(migrated_url, ["compile", "--select", "int_load_extents"], target_path=target)
     compiled = (target / "compiled/wearable/models/intermediate/int_load_extents.sql").read_text()
     with psycopg.connect(migrated_url) as conn:
-        plan = "\n".join(row[0] for row in conn.execute(f"EXPLAIN {compiled}"))
+        plan = "\n".join(row[0] for row in conn.execute(sql.SQL("EXPLAIN {}").format(sql.SQL(compiled))))
     scanned = set(re.findall(r"\bdaily_activity_load_\d+\b", plan))
     assert scanned == {own_table_name("daily_activity", newer)}
 
