@@ -9,6 +9,7 @@ from pathlib import Path
 
 import structlog
 
+from watcher.blas import keep_blas_single_threaded
 from watcher.config import (
     ConfigError,
     Overrides,
@@ -156,6 +157,7 @@ def _overrides(args: argparse.Namespace) -> Overrides:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    keep_blas_single_threaded()  # before anything imports numpy
     freeze_loaded_modules()
     args = build_parser().parse_args(argv)
     if args.command == "sample-data":
