@@ -7,10 +7,13 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
+
+import psycopg
 
 DAILY_HEADER = (
     "Id,ActivityDate,TotalSteps,TotalDistance,TrackerDistance,LoggedActivitiesDistance,"
@@ -127,6 +130,24 @@ def start_once(lake: Path, url: str, *extra: str) -> subprocess.Popen[str]:
         text=True,
         preexec_fn=_ctrl_c_as_in_a_terminal,
     )
+
+
+def wait_for_copy(url: str, proc: subprocess.Popen[Any], deadline_s: float = 60) -> None:
+    """Block until a COPY in the database of ``url`` has stored over a thousand rows: the load is
+    under way, well before its commit."""
+    deadline = time.monotonic() + deadline_s
+    with psycopg.connect(url, autocommit=True) as conn:
+        while time.monotonic() < deadline:
+            row = conn.execute(
+                "SELECT tuples_processed FROM pg_stat_progress_copy p JOIN pg_stat_activity a USING (pid)"
+                " WHERE a.datname = current_database() AND p.tuples_processed > 1000"
+            ).fetchone()
+            if row:
+                return
+            if proc.poll() is not None:
+                raise AssertionError(f"the loader ended before its COPY was seen: {proc.returncode}")
+            time.sleep(0.02)
+    raise AssertionError("no COPY seen in time")
 
 
 def _ctrl_c_as_in_a_terminal() -> None:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import signal
-import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +15,7 @@ from tests.helpers import (
     once_json,
     own_tables,
     start_once,
+    wait_for_copy,
     write_big_daily,
     write_csv,
 )
@@ -24,23 +23,6 @@ from tests.pg_control import ThrowawayServer
 from watcher.load_tables import own_table_name
 
 BIG_ROWS = 600_000
-
-
-def wait_for_copy(url: str, proc: subprocess.Popen[Any], deadline_s: float = 60) -> None:
-    """Block until a COPY into raw.daily_activity has started sending rows."""
-    deadline = time.monotonic() + deadline_s
-    with psycopg.connect(url, autocommit=True) as conn:
-        while time.monotonic() < deadline:
-            row = conn.execute(
-                "SELECT tuples_processed FROM pg_stat_progress_copy p JOIN pg_stat_activity a USING (pid)"
-                " WHERE a.datname = current_database() AND p.tuples_processed > 1000"
-            ).fetchone()
-            if row:
-                return
-            if proc.poll() is not None:
-                raise AssertionError(f"the loader ended before its COPY was seen: {proc.returncode}")
-            time.sleep(0.02)
-    raise AssertionError("no COPY seen in time")
 
 
 def table_state(url: str) -> tuple[int, int, list[tuple[str, str, int]]]:
