@@ -47,6 +47,8 @@ from bench.common import bench_server, median, psql_copy, scratch_database, writ
 
 CHILD = (
     "import sys\n"
+    "from watcher.blas import keep_blas_single_threaded\n"
+    "keep_blas_single_threaded()  # as the CLI does, before pyarrow brings numpy in below\n"
     "import watcher.binary_copy as b\n"
     "if sys.argv[1] != '-':  # importing pyarrow only when the block size changes\n"
     "    import watcher.arrow_rows as a\n"
