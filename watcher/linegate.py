@@ -8,6 +8,7 @@ other line sends the file to the checked path, which judges line by line and qua
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable
 
@@ -21,11 +22,19 @@ class LineGate:
         file_columns: tuple[Column | None, ...],
         header_line: bytes,
     ) -> None:
-        eol = b"\r\n" if header_line.endswith(b"\r\n") else b"\n"
-        self.eol = eol
-        self._common = plain_lines_pattern(file_columns, eol, common=True)
-        self._full = plain_lines_pattern(file_columns, eol)
+        self.eol = b"\r\n" if header_line.endswith(b"\r\n") else b"\n"
+        self._file_columns = file_columns
         self._carry = b""
+
+    # Compiled when a block first needs them (about 12 ms for both, once per process and route):
+    # on the binary path most files never do (``passes``).
+    @functools.cached_property
+    def _common(self) -> re.Pattern[bytes]:
+        return plain_lines_pattern(self._file_columns, self.eol, common=True)
+
+    @functools.cached_property
+    def _full(self) -> re.Pattern[bytes]:
+        return plain_lines_pattern(self._file_columns, self.eol)
 
     def _plain(self, lines: bytes) -> bool:
         stop = self._common.match(lines).end()  # type: ignore[union-attr]  # `*+` always matches

@@ -59,6 +59,17 @@ def test_gate_hands_over_a_last_line_without_line_end() -> None:
     assert gate.admit_end() == last
 
 
+def test_a_vouched_block_builds_no_pattern() -> None:
+    """The binary path's reader vouches for plain blocks itself, so compiling the patterns (about
+    12 ms, before the first row is sent) waits until a block needs them."""
+    gate = _gate()
+    body = _line(1) + _line(2)
+    assert gate.passes(body, lambda carry, block, end: True)
+    assert "_common" not in vars(gate) and "_full" not in vars(gate)
+    assert not gate.passes(body + YEAR_201 + b"\r\n", lambda carry, block, end: False)
+    assert "_common" in vars(gate)
+
+
 YEAR_201 = b"1503960366,4/12/201,5,8.5,8.5,0,1.5,0.5,3.25,0,25,13,328,728,1985"
 ID_EMPTY = b",4/12/2016,5,8.5,8.5,0,1.5,0.5,3.25,0,25,13,328,728,1985"
 QUOTED_LINE_END = b'1503960366,4/12/2016,"5\r\n6",8.5,8.5,0,1.5,0.5,3.25,0,25,13,328,728,1985'
